@@ -5,6 +5,7 @@ package generate
 
 import (
 	"context"
+	"math"
 	"time"
 )
 
@@ -44,6 +45,7 @@ func Run(ctx context.Context, src Source, speed float64, emit Emit) (int64, erro
 		wallStart time.Time
 		evStart   time.Time
 		timer     *time.Timer
+		anchored  bool
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -56,11 +58,26 @@ func Run(ctx context.Context, src Source, speed float64, emit Emit) (int64, erro
 		if !ok {
 			return n, nil
 		}
-		if speed > 0 {
-			if n == 0 {
-				wallStart, evStart = time.Now(), rec.TS
+		if speed > 0 && !rec.TS.IsZero() {
+			// Anchor on the first record that has an event time: a zero TS
+			// (say a malformed first record) would put every later record
+			// centuries in the future.
+			if !anchored {
+				wallStart, evStart, anchored = time.Now(), rec.TS, true
 			}
-			due := wallStart.Add(time.Duration(float64(rec.TS.Sub(evStart)) / speed))
+			// Clamp before converting: a float64 beyond the int64 range
+			// converts to an arbitrary Duration, on amd64 the most negative
+			// one, which would emit a far-future record at once.
+			var ahead time.Duration
+			switch f := float64(rec.TS.Sub(evStart)) / speed; {
+			case f >= math.MaxInt64:
+				ahead = math.MaxInt64
+			case f <= math.MinInt64:
+				ahead = math.MinInt64
+			default:
+				ahead = time.Duration(f)
+			}
+			due := wallStart.Add(ahead)
 			// Sleeping per record would cost a syscall each at high rates;
 			// only wait once we are a millisecond ahead of schedule.
 			if wait := time.Until(due); wait > time.Millisecond {

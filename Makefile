@@ -1,0 +1,38 @@
+# stockpipe — the two commands a fresh clone needs are `make run` and `make test`.
+GO      ?= go
+BIN     := bin/stockpipe
+PKGS    := ./...
+
+.PHONY: all build run test test-short vet fmt bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/stockpipe
+
+## run: the whole pipeline in one process on embedded defaults (data in ./data)
+run: build
+	./$(BIN) up
+
+## test: vet, formatting and every test against a real broker and PostgreSQL
+test: vet
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed on:"; gofmt -l .; exit 1; }
+	$(GO) test -count=1 -timeout 9m $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w .
+
+## bench: the hot-path micro-benchmarks
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+## fuzz: each fuzz target for a bounded time
+fuzz:
+	$(GO) test ./internal/market -run '^$$' -fuzz FuzzDecode -fuzztime 60s
+	$(GO) test ./internal/market -run '^$$' -fuzz FuzzParseTime -fuzztime 30s
+
+clean:
+	rm -rf bin

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"time"
+
+	"github.com/stockpipe/stockpipe/internal/market"
+	"github.com/stockpipe/stockpipe/internal/store"
+	"github.com/stockpipe/stockpipe/internal/stream"
+)
+
+// processFlags are the processor's tuning flags, shared by process and up.
+type processFlags struct {
+	group     string
+	batchSize int
+	batchWait time.Duration
+	maxFuture time.Duration
+	session   time.Duration
+	instance  string
+}
+
+func (p *processFlags) register(c *command) {
+	c.fs.StringVar(&p.group, "group", "stockpipe", "consumer group name; processors in one group share the partitions")
+	c.fs.IntVar(&p.batchSize, "batch-size", 10_000, "records per database transaction at most")
+	c.fs.DurationVar(&p.batchWait, "batch-wait", 50*time.Millisecond, "how long a batch may wait to fill")
+	c.fs.DurationVar(&p.session, "session-timeout", 10*time.Second, "how long the group waits for a silent processor before moving its partitions")
+	c.fs.StringVar(&p.instance, "instance-id", "", "static group membership: a processor restarted with the same ID gets its partitions back at once (IDs must be unique among live processors)")
+	c.fs.DurationVar(&p.maxFuture, "max-future", time.Minute, "reject ticks whose ts is further ahead of this machine's clock")
+}
+
+func (p *processFlags) config() stream.Config {
+	rules := market.DefaultRules()
+	rules.MaxFuture = p.maxFuture
+	return stream.Config{Group: p.group, BatchSize: p.batchSize, BatchWait: p.batchWait, Rules: rules,
+		SessionTimeout: p.session, InstanceID: p.instance}
+}
+
+func processCommand() *command {
+	c := newCommand("process", "consume ticks and store them in PostgreSQL exactly once",
+		"stockpipe process --brokers 127.0.0.1:9092 --database-url postgres://stockpipe@127.0.0.1:5432/stockpipe")
+	var kf kafkaFlags
+	kf.register(c.fs, "Kafka brokers, host:port[,host:port…]")
+	url := c.fs.String("database-url", "", "PostgreSQL URL (or DATABASE_URL)")
+	var pf processFlags
+	pf.register(c)
+	c.run = func(rc *runCtx) error {
+		kcfg, err := kf.config("stockpipe-process")
+		if err != nil {
+			return err
+		}
+		pool, err := openDB(rc, *url, 4)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		cfg := pf.config()
+		cfg.Kafka = kcfg
+		cfg.Logger = rc.log
+		p := stream.New(cfg, store.NewSink(pool))
+		stop := logEvery(rc, 5*time.Second, func() { logProcessor(rc, p.Stats()) })
+		defer stop()
+		return p.Run(rc.ctx)
+	}
+	return c
+}
+
+func logProcessor(rc *runCtx, s stream.Stats) {
+	rc.log.Info("processor", "consumed", s.Consumed, "stored", s.Stored, "duplicates", s.Duplicates,
+		"rejected", s.Rejected, "batches", s.Batches)
+}
+
+// logEvery calls fn every d until the returned stop is called.
+func logEvery(rc *runCtx, d time.Duration, fn func()) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-rc.ctx.Done():
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		fn()
+	}
+}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/stockpipe/stockpipe/internal/generate"
+)
+
+func replayCommand() *command {
+	c := newCommand("replay", "replay a historical OHLCV CSV (Yahoo Finance / yfinance format) as ticks",
+		"stockpipe replay --brokers 127.0.0.1:9092 --file AAPL.csv --speed 0")
+	var kf kafkaFlags
+	kf.register(c.fs, "Kafka brokers, host:port[,host:port…]")
+	file := c.fs.String("file", "", "CSV file with Date (or Datetime),Open,High,Low,Close[,Adj Close],Volume")
+	symbol := c.fs.String("symbol", "", "ticker for the file's rows (default: the file name's stem in upper case)")
+	speed := c.fs.Float64("speed", 0, "simulated seconds per wall-clock second; 0 = as fast as possible")
+	skipBad := c.fs.Bool("skip-bad", false, "skip and count bad rows instead of stopping at the first")
+	partitions := c.fs.Int("partitions", 6, "partitions of the ticks topic if it has to be created")
+	c.run = func(rc *runCtx) error {
+		if *file == "" {
+			return errors.New("--file is required (a CSV exported from Yahoo Finance or yfinance)")
+		}
+		if *speed < 0 {
+			return errors.New("--speed must be 0 (as fast as possible) or above")
+		}
+		kcfg, err := kf.config("stockpipe-replay")
+		if err != nil {
+			return err
+		}
+		f, err := os.Open(*file)
+		if err != nil {
+			return fmt.Errorf("--file: %w", err)
+		}
+		defer f.Close()
+		sym := strings.ToUpper(*symbol)
+		if sym == "" {
+			sym = generate.SymbolFromPath(*file)
+		}
+		src, err := generate.NewReplay(f, generate.ReplayConfig{Symbol: sym, SkipBad: *skipBad})
+		if err != nil {
+			return fmt.Errorf("%s: %w", *file, err)
+		}
+		if err := ensureTopics(rc, kcfg, int32(*partitions)); err != nil {
+			return err
+		}
+		n, err := produce(rc, kcfg, src, *speed)
+		st := src.Stats()
+		fmt.Fprintf(rc.stdout, "replayed %s as %s: %d ticks from %d bars, %d bad rows skipped\n", *file, sym, n, st.BarsUsed, st.RowsSkipped)
+		for _, s := range st.Skips {
+			fmt.Fprintf(rc.stdout, "  skipped line %d: %s\n", s.Line, s.Reason)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", *file, err)
+		}
+		return nil
+	}
+	return c
+}

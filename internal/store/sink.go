@@ -1,0 +1,239 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/stockpipe/stockpipe/internal/market"
+)
+
+// ErrFenced means another consumer committed a partition since this one read
+// its offset: the partition has moved, and this batch must not be stored.
+var ErrFenced = errors.New("partition offset moved: another processor owns it now")
+
+// TickRow is a valid tick and where it came from.
+type TickRow struct {
+	market.Tick
+	Partition int32
+	Offset    int64
+}
+
+// Rejected is a record that did not become a tick.
+type Rejected struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Reason    market.Reason
+	Detail    string
+	Key       []byte
+	Raw       []byte
+}
+
+// PartitionCommit moves one partition's stored position from Expected to
+// Next. Expected is the next_offset the processor read when it was assigned
+// the partition (or last committed), -1 if there was no row.
+type PartitionCommit struct {
+	Partition int32
+	Expected  int64
+	Next      int64
+	State     []byte
+}
+
+// Batch is everything one processor transaction stores.
+type Batch struct {
+	Group    string
+	Topic    string
+	Ticks    []TickRow
+	Rejected []Rejected
+	Offsets  []PartitionCommit
+
+	// column buffers reused across commits
+	cols tickColumns
+	rej  rejectedColumns
+}
+
+// Reset empties b for reuse, keeping its buffers.
+func (b *Batch) Reset() {
+	b.Ticks = b.Ticks[:0]
+	b.Rejected = b.Rejected[:0]
+	b.Offsets = b.Offsets[:0]
+}
+
+// CommitResult says what a commit stored.
+type CommitResult struct {
+	Inserted   int64 // new tick rows
+	Duplicates int64 // ticks whose (symbol, seq) was already stored
+}
+
+// Offset is a stored consumer position and the state that goes with it.
+type Offset struct {
+	Next  int64
+	State []byte
+}
+
+// Sink writes processor batches to PostgreSQL exactly once.
+type Sink struct {
+	pool *pgxpool.Pool
+}
+
+// NewSink returns a Sink writing through pool.
+func NewSink(pool *pgxpool.Pool) *Sink { return &Sink{pool: pool} }
+
+// LoadOffsets returns the stored positions of group in topic for the given
+// partitions; a partition without a row is absent from the map.
+func (s *Sink) LoadOffsets(ctx context.Context, group, topic string, partitions []int32) (map[int32]Offset, error) {
+	rows, err := s.pool.Query(ctx,
+		`SELECT partition, next_offset, state FROM consumer_offsets
+		 WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`, group, topic, partitions)
+	if err != nil {
+		return nil, fmt.Errorf("loading offsets of group %s: %w", group, err)
+	}
+	out := make(map[int32]Offset, len(partitions))
+	var (
+		p  int32
+		o  Offset
+		st []byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{&p, &o.Next, &st}, func() error {
+		out[p] = Offset{Next: o.Next, State: append([]byte(nil), st...)}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading offsets of group %s: %w", group, err)
+	}
+	return out, nil
+}
+
+// Commit stores the batch in one transaction: tick rows (duplicates of stored
+// (symbol, seq) skipped), rejected records, and the partitions' new offsets
+// and state. If any partition's stored offset is not the one the batch
+// expects, nothing is stored and the error wraps ErrFenced.
+//
+// The ticks go in as one INSERT … SELECT FROM unnest($arrays) rather than COPY
+// into a staging table: it is the same single server-side insert, without
+// writing the rows a second time into the staging table, and it lets the
+// whole batch travel in one network round trip.
+func (s *Sink) Commit(ctx context.Context, b *Batch) (CommitResult, error) {
+	var res CommitResult
+	pb := &pgx.Batch{}
+	for _, o := range b.Offsets {
+		if o.Expected < 0 {
+			pb.Queue(`INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, state)
+				VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+				b.Group, b.Topic, o.Partition, o.Next, o.State)
+		} else {
+			pb.Queue(`UPDATE consumer_offsets SET next_offset = $4, state = $5, updated_at = now()
+				WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $6`,
+				b.Group, b.Topic, o.Partition, o.Next, o.State, o.Expected)
+		}
+	}
+	if len(b.Ticks) > 0 {
+		c := b.cols.fill(b.Ticks)
+		pb.Queue(`INSERT INTO ticks (symbol, seq, ts, price, size, bid, ask, kafka_partition, kafka_offset)
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::float8[], $5::bigint[],
+			                     $6::float8[], $7::float8[], $8::int[], $9::bigint[])
+			ON CONFLICT (symbol, seq) DO NOTHING`,
+			c.symbol, c.seq, c.ts, c.price, c.size, c.bid, c.ask, c.partition, c.offset)
+	}
+	if len(b.Rejected) > 0 {
+		r := b.rej.fill(b.Rejected)
+		pb.Queue(`INSERT INTO rejected_ticks (topic, partition, "offset", reason, detail, key, raw)
+			SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::bytea[])
+			ON CONFLICT (topic, partition, "offset") DO NOTHING`,
+			r.topic, r.partition, r.offset, r.reason, r.detail, r.key, r.raw)
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		br := tx.SendBatch(ctx, pb)
+		defer br.Close()
+		for _, o := range b.Offsets {
+			tag, err := br.Exec()
+			if err != nil {
+				return fmt.Errorf("storing offset of partition %d: %w", o.Partition, err)
+			}
+			if tag.RowsAffected() != 1 {
+				return fmt.Errorf("partition %d expected at offset %d: %w", o.Partition, o.Expected, ErrFenced)
+			}
+		}
+		if len(b.Ticks) > 0 {
+			tag, err := br.Exec()
+			if err != nil {
+				return fmt.Errorf("inserting %d ticks: %w", len(b.Ticks), err)
+			}
+			res.Inserted = tag.RowsAffected()
+			res.Duplicates = int64(len(b.Ticks)) - res.Inserted
+		}
+		if len(b.Rejected) > 0 {
+			if _, err := br.Exec(); err != nil {
+				return fmt.Errorf("inserting %d rejected records: %w", len(b.Rejected), err)
+			}
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return CommitResult{}, err
+	}
+	return res, nil
+}
+
+// tickColumns holds a batch's ticks column by column, the shape unnest takes.
+type tickColumns struct {
+	symbol    []string
+	seq       []int64
+	ts        []time.Time
+	price     []float64
+	size      []int64
+	bid       []float64
+	ask       []float64
+	partition []int32
+	offset    []int64
+}
+
+func (c *tickColumns) fill(rows []TickRow) *tickColumns {
+	c.symbol, c.seq, c.ts = c.symbol[:0], c.seq[:0], c.ts[:0]
+	c.price, c.size, c.bid, c.ask = c.price[:0], c.size[:0], c.bid[:0], c.ask[:0]
+	c.partition, c.offset = c.partition[:0], c.offset[:0]
+	for i := range rows {
+		r := &rows[i]
+		c.symbol = append(c.symbol, r.Symbol)
+		c.seq = append(c.seq, r.Seq)
+		c.ts = append(c.ts, r.TS)
+		c.price = append(c.price, r.Price)
+		c.size = append(c.size, r.Size)
+		c.bid = append(c.bid, r.Bid)
+		c.ask = append(c.ask, r.Ask)
+		c.partition = append(c.partition, r.Partition)
+		c.offset = append(c.offset, r.Offset)
+	}
+	return c
+}
+
+type rejectedColumns struct {
+	topic     []string
+	partition []int32
+	offset    []int64
+	reason    []string
+	detail    []string
+	key       [][]byte
+	raw       [][]byte
+}
+
+func (c *rejectedColumns) fill(rows []Rejected) *rejectedColumns {
+	c.topic, c.partition, c.offset = c.topic[:0], c.partition[:0], c.offset[:0]
+	c.reason, c.detail, c.key, c.raw = c.reason[:0], c.detail[:0], c.key[:0], c.raw[:0]
+	for i := range rows {
+		r := &rows[i]
+		c.topic = append(c.topic, r.Topic)
+		c.partition = append(c.partition, r.Partition)
+		c.offset = append(c.offset, r.Offset)
+		c.reason = append(c.reason, string(r.Reason))
+		c.detail = append(c.detail, r.Detail)
+		c.key = append(c.key, r.Key)
+		c.raw = append(c.raw, r.Raw)
+	}
+	return c
+}

@@ -1,0 +1,146 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/stockpipe/stockpipe/internal/market"
+	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
+	"github.com/stockpipe/stockpipe/internal/store"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func openMigrated(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := store.Open(ctx, pgtest.New(t), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := store.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	// Migrating twice is a no-op, as when several processes start at once.
+	if err := store.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+func tick(sym string, seq int64) store.TickRow {
+	return store.TickRow{Tick: market.Tick{
+		Symbol: sym, Seq: seq, TS: time.Date(2026, 11, 2, 14, 30, 0, int(seq)*1000, time.UTC),
+		Price: 100, Size: 100, Bid: 99.99, Ask: 100.01,
+	}, Partition: 0, Offset: seq - 1}
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, q string) int64 {
+	t.Helper()
+	var n int64
+	if err := pool.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestCommitStoresOnceAndFences(t *testing.T) {
+	pool := openMigrated(t)
+	sink := store.NewSink(pool)
+	ctx := context.Background()
+
+	b := &store.Batch{Group: "g", Topic: "ticks"}
+	b.Ticks = append(b.Ticks, tick("AAPL", 1), tick("AAPL", 2), tick("AAPL", 2), tick("MSFT", 1))
+	b.Rejected = append(b.Rejected, store.Rejected{Topic: "ticks", Partition: 0, Offset: 4,
+		Reason: market.ReasonMalformedJSON, Detail: "expected a JSON object at byte 0", Raw: []byte{0xff, 0x00}})
+	b.Offsets = append(b.Offsets, store.PartitionCommit{Partition: 0, Expected: -1, Next: 5, State: []byte("s1")})
+	res, err := sink.Commit(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Inserted != 3 || res.Duplicates != 1 {
+		t.Fatalf("commit result %+v, want 3 inserted and 1 duplicate", res)
+	}
+
+	// A processor that read the partition before that commit is fenced:
+	// nothing of its batch is stored.
+	stale := &store.Batch{Group: "g", Topic: "ticks"}
+	stale.Ticks = append(stale.Ticks, tick("AAPL", 3))
+	stale.Offsets = append(stale.Offsets, store.PartitionCommit{Partition: 0, Expected: -1, Next: 6})
+	if _, err := sink.Commit(ctx, stale); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("stale first commit: err = %v, want ErrFenced", err)
+	}
+	stale.Offsets[0].Expected = 3
+	if _, err := sink.Commit(ctx, stale); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("stale commit: err = %v, want ErrFenced", err)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM ticks WHERE seq = 3`); n != 0 {
+		t.Fatalf("fenced batch stored %d rows", n)
+	}
+
+	// The owner continues from where it committed.
+	stale.Offsets[0].Expected = 5
+	if _, err := sink.Commit(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	got, err := sink.LoadOffsets(ctx, "g", "ticks", []int32{0, 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Next != 6 {
+		t.Fatalf("offsets = %+v, want partition 0 at 6 only", got)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM rejected_ticks WHERE reason = 'malformed_json' AND raw = '\xff00'::bytea`); n != 1 {
+		t.Fatalf("rejected rows with the raw bytes = %d, want 1", n)
+	}
+}
+
+func TestSchemaRefusesInvalidTicks(t *testing.T) {
+	pool := openMigrated(t)
+	sink := store.NewSink(pool)
+	for name, mutate := range map[string]func(*store.TickRow){
+		"bid above ask":    func(r *store.TickRow) { r.Bid, r.Ask = 101, 100 },
+		"NaN price":        func(r *store.TickRow) { r.Price = math.NaN() },
+		"infinite ask":     func(r *store.TickRow) { r.Ask = math.Inf(1) },
+		"zero size":        func(r *store.TickRow) { r.Size = 0 },
+		"lower symbol":     func(r *store.TickRow) { r.Symbol = "aapl" },
+		"non-positive seq": func(r *store.TickRow) { r.Seq = 0 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := tick("AAPL", 1)
+			mutate(&r)
+			b := &store.Batch{Group: "g", Topic: "ticks", Ticks: []store.TickRow{r}}
+			if _, err := sink.Commit(context.Background(), b); err == nil {
+				t.Fatal("the database accepted an invalid tick")
+			}
+		})
+	}
+}
+
+func TestCheckURL(t *testing.T) {
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"postgres://u@localhost:5432/db", true},
+		{"postgresql://u:p@localhost/db?sslmode=require", true},
+		{"host=localhost dbname=db", true},
+		{"", false},
+		{"mysql://u@localhost/db", false},
+		{"postgres://u@localhost:notaport/db", false},
+	} {
+		if err := store.CheckURL(tc.url); (err == nil) != tc.ok {
+			t.Errorf("CheckURL(%q) = %v, want ok=%v", tc.url, err, tc.ok)
+		}
+	}
+	if got := store.Redact("postgres://u:secret@h/db"); got != "postgres://u:xxxxx@h/db" {
+		t.Errorf("Redact = %q", got)
+	}
+}

@@ -1,0 +1,218 @@
+package stream_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stockpipe/stockpipe/internal/generate"
+	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
+	"github.com/stockpipe/stockpipe/internal/store"
+	"github.com/stockpipe/stockpipe/internal/stream"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// env is one test's broker and database.
+type env struct {
+	t    *testing.T
+	kcfg kafka.Config
+	pool *pgxpool.Pool
+	log  *slog.Logger
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	b, err := kafka.StartBroker("127.0.0.1:0", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	kcfg := kafka.Config{Brokers: b.Addrs()}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cl, err := kgo.NewClient(kcfg.Opts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	if err := kafka.EnsureTopics(ctx, cl, log, kafka.Topics(6)); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := store.Open(ctx, pgtest.New(t), 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := store.Migrate(ctx, pool, log); err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, kcfg: kcfg, pool: pool, log: log}
+}
+
+// simStart is a fixed simulated start in the past, so no tick is ever in the
+// future whatever day the test runs.
+var simStart = time.Date(2026, 11, 2, 14, 30, 0, 0, time.UTC)
+
+// produce runs the simulator into the ticks topic and returns its stats.
+func (e *env) produce(cfg generate.SimConfig) generate.SimStats {
+	e.t.Helper()
+	sim, err := generate.NewSimulator(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	p, err := kafka.NewProducer(e.kcfg, kafka.TopicTicks)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	if _, err := generate.Run(ctx, sim, 0, func(ctx context.Context, r generate.Record) error {
+		return p.Send(ctx, r.Key, r.Value)
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	return sim.Stats()
+}
+
+// processor runs a processor in the background until the returned stop is
+// called; stop waits for it to drain and returns its stats.
+func (e *env) processor(group string) (stop func() stream.Stats) {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := stream.New(stream.Config{Kafka: e.kcfg, Group: group, Logger: e.log}, store.NewSink(e.pool))
+	var wg sync.WaitGroup
+	var err error
+	wg.Go(func() { err = p.Run(ctx) })
+	return func() stream.Stats {
+		cancel()
+		wg.Wait()
+		if err != nil {
+			e.t.Errorf("processor: %v", err)
+		}
+		return p.Stats()
+	}
+}
+
+func (e *env) count(query string, args ...any) int64 {
+	e.t.Helper()
+	var n int64
+	if err := e.pool.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		e.t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func (e *env) waitFor(what string, timeout time.Duration, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// committed returns the records the group has committed in PostgreSQL.
+func (e *env) committed(group string) int64 {
+	return e.count(`SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets WHERE group_id = $1 AND topic = 'ticks'`, group)
+}
+
+func (e *env) checkStored(st generate.SimStats) {
+	e.t.Helper()
+	if got := e.count(`SELECT count(*) FROM ticks`); got != st.Valid {
+		e.t.Errorf("ticks rows = %d, want %d valid unique ticks generated", got, st.Valid)
+	}
+	wantRejected := st.Malformed + st.Invalid
+	if got := e.count(`SELECT count(*) FROM rejected_ticks`); got != wantRejected {
+		e.t.Errorf("rejected_ticks rows = %d, want %d (malformed %d + invalid %d)", got, wantRejected, st.Malformed, st.Invalid)
+	}
+	if got := e.count(`SELECT count(*) FROM rejected_ticks WHERE reason = '' OR detail = ''`); got != 0 {
+		e.t.Errorf("%d rejected rows without a reason", got)
+	}
+	// Every symbol's stored seqs are 1..max with no hole: nothing lost.
+	if got := e.count(`SELECT count(*) FROM (SELECT symbol FROM ticks GROUP BY symbol HAVING max(seq) <> count(*)) s`); got != 0 {
+		e.t.Errorf("%d symbols have holes in their stored seqs", got)
+	}
+	// The dead-letter topic holds one record per rejection.
+	cl, err := kgo.NewClient(e.kcfg.Opts()...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), kafka.TopicDLQ)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var dlq int64
+	ends.Each(func(o kadm.ListedOffset) { dlq += o.Offset })
+	if dlq < wantRejected {
+		e.t.Errorf("dead-letter topic has %d records, want at least %d", dlq, wantRejected)
+	}
+}
+
+func TestExactlyOnceWithFaults(t *testing.T) {
+	e := newEnv(t)
+	st := e.produce(generate.SimConfig{
+		Symbols: generate.DefaultUniverse(), Rate: 2000, Count: 100_000, Seed: 7,
+		Start: simStart, Faults: 0.05,
+	})
+	if st.Malformed == 0 || st.Invalid == 0 || st.Duplicates == 0 {
+		t.Fatalf("simulator injected no faults of some kind: %+v", st)
+	}
+	stop := e.processor("g1")
+	e.waitFor("all records committed", 2*time.Minute, func() bool { return e.committed("g1") == st.Records })
+	ps := stop()
+	t.Logf("simulator %+v; processor %+v", st, ps)
+	e.checkStored(st)
+	if ps.Duplicates != st.Duplicates {
+		t.Errorf("processor counted %d duplicates, simulator injected %d", ps.Duplicates, st.Duplicates)
+	}
+}
+
+func TestRestartMidStream(t *testing.T) {
+	e := newEnv(t)
+	st := e.produce(generate.SimConfig{
+		Symbols: generate.DefaultUniverse(), Rate: 2000, Count: 60_000, Seed: 11,
+		Start: simStart, Faults: 0.03,
+	})
+	// Stop the processor three times part-way, then let a last one finish.
+	for i, frac := range []float64{0.2, 0.5, 0.8} {
+		stop := e.processor("g1")
+		target := int64(frac * float64(st.Records))
+		e.waitFor(fmt.Sprintf("run %d to pass %d records", i, target), time.Minute, func() bool { return e.committed("g1") >= target })
+		stop()
+	}
+	stop := e.processor("g1")
+	e.waitFor("all records committed", time.Minute, func() bool { return e.committed("g1") == st.Records })
+	stop()
+	e.checkStored(st)
+}
+
+func TestTwoProcessorsShareAndHandOver(t *testing.T) {
+	e := newEnv(t)
+	st := e.produce(generate.SimConfig{
+		Symbols: generate.DefaultUniverse(), Rate: 2000, Count: 60_000, Seed: 3,
+		Start: simStart, Faults: 0.02,
+	})
+	stopA := e.processor("g1")
+	stopB := e.processor("g1")
+	e.waitFor("half the records", time.Minute, func() bool { return e.committed("g1") >= st.Records/2 })
+	stopA() // B takes A's partitions over and resumes from PostgreSQL
+	e.waitFor("all records committed", time.Minute, func() bool { return e.committed("g1") == st.Records })
+	stopB()
+	e.checkStored(st)
+}
