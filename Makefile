@@ -33,6 +33,11 @@ bench:
 fuzz:
 	$(GO) test ./internal/market -run '^$$' -fuzz FuzzDecode -fuzztime 60s
 	$(GO) test ./internal/market -run '^$$' -fuzz FuzzParseTime -fuzztime 30s
+	$(GO) test ./internal/generate -run '^$$' -fuzz FuzzReplay -fuzztime 30s
+	$(GO) test ./internal/indicator -run '^$$' -fuzz FuzzSet -fuzztime 30s
+	$(GO) test ./internal/candle -run '^$$' -fuzz FuzzWindow -fuzztime 30s
+	$(GO) test ./internal/anomaly -run '^$$' -fuzz FuzzDetector -fuzztime 30s
+	$(GO) test ./internal/analytics -run '^$$' -fuzz FuzzRestore -fuzztime 30s
 
 clean:
 	rm -rf bin

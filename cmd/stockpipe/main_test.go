@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -185,7 +186,7 @@ func TestSeparateProcessesSurviveSIGKILL(t *testing.T) {
 		return err == nil
 	})
 	gen := start(t, "generate", "--brokers", addr, "--count", fmt.Sprint(count), "--seed", "7",
-		"--start", "2026-11-02T14:30:00Z", "--speed", "0")
+		"--start", "2026-11-02T14:30:00Z", "--speed", "0", "--anomaly-rate", "60")
 	gen.wait(t)
 	if !strings.Contains(gen.out.String(), fmt.Sprintf("produced %d records (%d valid", count, count)) {
 		t.Fatalf("generator output: %s", gen.out)
@@ -196,7 +197,7 @@ func TestSeparateProcessesSurviveSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	committed := func() int64 {
+	committedIn := func(pool *pgxpool.Pool) int64 {
 		var n int64
 		// The table appears once the first processor has migrated.
 		err := pool.QueryRow(context.Background(),
@@ -206,6 +207,7 @@ func TestSeparateProcessesSurviveSIGKILL(t *testing.T) {
 		}
 		return n
 	}
+	committed := func() int64 { return committedIn(pool) }
 	// A static member ID lets each restart take the partitions back at once
 	// instead of waiting for the killed member's session to expire.
 	processArgs := []string{"process", "--brokers", addr, "--database-url", dbURL, "--batch-size", "2000", "--instance-id", "p1"}
@@ -218,6 +220,31 @@ func TestSeparateProcessesSurviveSIGKILL(t *testing.T) {
 	waitFor(t, "all records committed", time.Minute, func() bool { return committed() == count })
 	if got := scalar(t, pool, `SELECT count(*) FROM ticks`); got != count {
 		t.Fatalf("ticks rows = %d after two SIGKILLs, want %d", got, count)
+	}
+
+	// An undisturbed processor over the same topic into another database
+	// computes the same candles and anomalies.
+	cleanURL := pgtest.New(t)
+	clean := start(t, "process", "--brokers", addr, "--database-url", cleanURL, "--group", "clean")
+	cleanPool, err := store.Open(context.Background(), cleanURL, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cleanPool.Close()
+	waitFor(t, "clean run", time.Minute, func() bool { return committedIn(cleanPool) == count })
+	if err := clean.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	clean.wait(t)
+	for _, q := range []string{
+		`SELECT symbol, interval, bucket, open, high, low, close, volume, vwap, trades, sma_5, sma_20,
+			ema_12, ema_26, bb_upper, bb_lower, rsi_14, final FROM candles ORDER BY 1, 2, 3`,
+		`SELECT symbol, ts, kind, severity, value, threshold, detail FROM anomalies ORDER BY 1, 2, 3`,
+	} {
+		killed, undisturbed := pgtest.Rows(t, pool, q), pgtest.Rows(t, cleanPool, q)
+		if len(undisturbed) == 0 || !slices.Equal(killed, undisturbed) {
+			t.Errorf("after SIGKILLs %d rows, undisturbed %d rows, equal=%v: %s", len(killed), len(undisturbed), slices.Equal(killed, undisturbed), q)
+		}
 	}
 
 	// An independent client, keyed by symbol like any producer must be.

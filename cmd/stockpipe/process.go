@@ -3,6 +3,7 @@ package main
 import (
 	"time"
 
+	"github.com/stockpipe/stockpipe/internal/analytics"
 	"github.com/stockpipe/stockpipe/internal/market"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/stream"
@@ -16,6 +17,8 @@ type processFlags struct {
 	maxFuture time.Duration
 	session   time.Duration
 	instance  string
+	lateness  time.Duration
+	idle      time.Duration
 }
 
 func (p *processFlags) register(c *command) {
@@ -24,6 +27,8 @@ func (p *processFlags) register(c *command) {
 	c.fs.DurationVar(&p.batchWait, "batch-wait", 50*time.Millisecond, "how long a batch may wait to fill")
 	c.fs.DurationVar(&p.session, "session-timeout", 10*time.Second, "how long the group waits for a silent processor before moving its partitions")
 	c.fs.StringVar(&p.instance, "instance-id", "", "static group membership: a processor restarted with the same ID gets its partitions back at once (IDs must be unique among live processors)")
+	c.fs.DurationVar(&p.lateness, "lateness", 2*time.Second, "how far behind a symbol's newest event time a tick may arrive; later ticks are rejected as late")
+	c.fs.DurationVar(&p.idle, "idle-timeout", 10*time.Second, "finalise the candles of a symbol silent this long (event time) while its partition ticks on")
 	c.fs.DurationVar(&p.maxFuture, "max-future", time.Minute, "reject ticks whose ts is further ahead of this machine's clock")
 }
 
@@ -31,7 +36,8 @@ func (p *processFlags) config() stream.Config {
 	rules := market.DefaultRules()
 	rules.MaxFuture = p.maxFuture
 	return stream.Config{Group: p.group, BatchSize: p.batchSize, BatchWait: p.batchWait, Rules: rules,
-		SessionTimeout: p.session, InstanceID: p.instance}
+		SessionTimeout: p.session, InstanceID: p.instance,
+		Analytics: analytics.Config{Lateness: p.lateness, IdleTimeout: p.idle}}
 }
 
 func processCommand() *command {
@@ -55,7 +61,10 @@ func processCommand() *command {
 		cfg := pf.config()
 		cfg.Kafka = kcfg
 		cfg.Logger = rc.log
-		p := stream.New(cfg, store.NewSink(pool))
+		p, err := stream.New(cfg, store.NewSink(pool))
+		if err != nil {
+			return err
+		}
 		stop := logEvery(rc, 5*time.Second, func() { logProcessor(rc, p.Stats()) })
 		defer stop()
 		return p.Run(rc.ctx)
@@ -65,7 +74,7 @@ func processCommand() *command {
 
 func logProcessor(rc *runCtx, s stream.Stats) {
 	rc.log.Info("processor", "consumed", s.Consumed, "stored", s.Stored, "duplicates", s.Duplicates,
-		"rejected", s.Rejected, "batches", s.Batches)
+		"rejected", s.Rejected, "late", s.Late, "anomalies", s.Anomalies, "batches", s.Batches)
 }
 
 // logEvery calls fn every d until the returned stop is called.

@@ -98,7 +98,10 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, par
 	}
 	pcfg.Kafka = kcfg
 	pcfg.Logger = rc.log
-	proc := stream.New(pcfg, store.NewSink(pool))
+	proc, err := stream.New(pcfg, store.NewSink(pool))
+	if err != nil {
+		return err
+	}
 
 	fmt.Fprintf(rc.stdout, "stockpipe is up (%s)\n  database: %s\n  broker:   %s\n  press Ctrl-C to stop\n",
 		time.Since(started).Round(time.Millisecond), store.Redact(dbURL), kcfg.Brokers[0])
@@ -119,7 +122,7 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, par
 		rate := float64(s.Stored-last.Stored) / now.Sub(lastAt).Seconds()
 		last, lastAt = s, now
 		rc.log.Info("pipeline", "stored", s.Stored, "ticks_per_s", int(rate), "rejected", s.Rejected,
-			"duplicates", s.Duplicates, "partitions", proc.Assigned())
+			"duplicates", s.Duplicates, "anomalies", s.Anomalies, "partitions", proc.Assigned())
 	})
 	wg.Wait()
 	stop()

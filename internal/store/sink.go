@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/stockpipe/stockpipe/internal/analytics"
+	"github.com/stockpipe/stockpipe/internal/anomaly"
 	"github.com/stockpipe/stockpipe/internal/market"
 )
 
@@ -51,10 +53,16 @@ type Batch struct {
 	Ticks    []TickRow
 	Rejected []Rejected
 	Offsets  []PartitionCommit
+	// Candles are upserted by (symbol, interval, bucket); a key must not
+	// appear twice in one batch.
+	Candles   []analytics.CandleRow
+	Anomalies []anomaly.Anomaly
 
 	// column buffers reused across commits
 	cols tickColumns
 	rej  rejectedColumns
+	cnd  candleColumns
+	anm  anomalyColumns
 }
 
 // Reset empties b for reuse, keeping its buffers.
@@ -62,12 +70,15 @@ func (b *Batch) Reset() {
 	b.Ticks = b.Ticks[:0]
 	b.Rejected = b.Rejected[:0]
 	b.Offsets = b.Offsets[:0]
+	b.Candles = b.Candles[:0]
+	b.Anomalies = b.Anomalies[:0]
 }
 
 // CommitResult says what a commit stored.
 type CommitResult struct {
 	Inserted   int64 // new tick rows
 	Duplicates int64 // ticks whose (symbol, seq) was already stored
+	Anomalies  int64 // new anomaly rows
 }
 
 // Offset is a stored consumer position and the state that goes with it.
@@ -147,6 +158,29 @@ func (s *Sink) Commit(ctx context.Context, b *Batch) (CommitResult, error) {
 			ON CONFLICT (topic, partition, "offset") DO NOTHING`,
 			r.topic, r.partition, r.offset, r.reason, r.detail, r.key, r.raw)
 	}
+	if len(b.Candles) > 0 {
+		c := b.cnd.fill(b.Candles)
+		pb.Queue(`INSERT INTO candles (symbol, interval, bucket, open, high, low, close, volume, vwap, trades,
+				sma_5, sma_20, ema_12, ema_26, bb_upper, bb_lower, rsi_14, final)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::float8[], $6::float8[],
+			                     $7::float8[], $8::bigint[], $9::float8[], $10::bigint[], $11::float8[], $12::float8[],
+			                     $13::float8[], $14::float8[], $15::float8[], $16::float8[], $17::float8[], $18::bool[])
+			ON CONFLICT (symbol, interval, bucket) DO UPDATE SET
+				open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
+				volume = excluded.volume, vwap = excluded.vwap, trades = excluded.trades,
+				sma_5 = excluded.sma_5, sma_20 = excluded.sma_20, ema_12 = excluded.ema_12, ema_26 = excluded.ema_26,
+				bb_upper = excluded.bb_upper, bb_lower = excluded.bb_lower, rsi_14 = excluded.rsi_14,
+				final = excluded.final, updated_at = now()`,
+			c.symbol, c.interval, c.bucket, c.open, c.high, c.low, c.close, c.volume, c.vwap, c.trades,
+			c.sma5, c.sma20, c.ema12, c.ema26, c.bbUpper, c.bbLower, c.rsi14, c.final)
+	}
+	if len(b.Anomalies) > 0 {
+		a := b.anm.fill(b.Anomalies)
+		pb.Queue(`INSERT INTO anomalies (symbol, ts, kind, severity, value, threshold, detail)
+			SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[])
+			ON CONFLICT (symbol, ts, kind) DO NOTHING`,
+			a.symbol, a.ts, a.kind, a.severity, a.value, a.threshold, a.detail)
+	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		br := tx.SendBatch(ctx, pb)
 		defer br.Close()
@@ -171,6 +205,18 @@ func (s *Sink) Commit(ctx context.Context, b *Batch) (CommitResult, error) {
 			if _, err := br.Exec(); err != nil {
 				return fmt.Errorf("inserting %d rejected records: %w", len(b.Rejected), err)
 			}
+		}
+		if len(b.Candles) > 0 {
+			if _, err := br.Exec(); err != nil {
+				return fmt.Errorf("upserting %d candles: %w", len(b.Candles), err)
+			}
+		}
+		if len(b.Anomalies) > 0 {
+			tag, err := br.Exec()
+			if err != nil {
+				return fmt.Errorf("inserting %d anomalies: %w", len(b.Anomalies), err)
+			}
+			res.Anomalies = tag.RowsAffected()
 		}
 		return br.Close()
 	})

@@ -16,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/stockpipe/stockpipe/internal/analytics"
+	"github.com/stockpipe/stockpipe/internal/anomaly"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/market"
 	"github.com/stockpipe/stockpipe/internal/store"
@@ -37,7 +39,12 @@ type Config struct {
 	// of after SessionTimeout. Two live processes must not share one.
 	InstanceID string
 	Rules      market.Rules // default market.DefaultRules()
-	Logger     *slog.Logger // default discards
+	// Analytics tunes candles, watermark and anomaly detection.
+	Analytics analytics.Config
+	// AnomalyTopic receives each new anomaly as JSON; default
+	// kafka.TopicAnomalies.
+	AnomalyTopic string
+	Logger       *slog.Logger // default discards
 	// Now is the clock the future-ts rule is checked against; default time.Now.
 	Now func() time.Time
 }
@@ -51,6 +58,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DLQTopic == "" {
 		c.DLQTopic = kafka.TopicDLQ
+	}
+	if c.AnomalyTopic == "" {
+		c.AnomalyTopic = kafka.TopicAnomalies
 	}
 	if c.BatchSize <= 0 {
 		c.BatchSize = 10_000
@@ -76,8 +86,11 @@ func (c *Config) setDefaults() {
 type Stats struct {
 	Consumed   int64 // records read from Kafka and committed
 	Stored     int64 // new tick rows
-	Duplicates int64 // ticks already stored
+	Duplicates int64 // ticks seen before, dropped
 	Rejected   int64 // records sent to the dead-letter path
+	Late       int64 // of Rejected, those behind the watermark
+	Anomalies  int64 // new anomalies stored
+	Candles    int64 // candle rows written (forming updates and finals)
 	Batches    int64 // transactions committed
 	Fenced     int64 // batches refused because a partition had moved
 }
@@ -93,7 +106,11 @@ type Processor struct {
 	parts map[int32]*partition
 
 	consumed, stored, duplicates, rejected, batches, fenced atomic.Int64
-	assigned                                                atomic.Int64
+	late, anomalies, candles, assigned                      atomic.Int64
+
+	out      analytics.Output // the current batch's candles and anomalies
+	batchDup int64            // duplicates dropped in the current batch
+	batchLat int64            // late ticks in the current batch
 }
 
 // partition is what the processor knows about one assigned partition.
@@ -105,18 +122,35 @@ type partition struct {
 	next int64
 	// touched marks partitions with records in the current batch.
 	touched bool
+	// an is the partition's analytics state, restored from its snapshot.
+	an    *analytics.Partition
+	state []byte // snapshot buffer, reused
 }
 
 // New returns a Processor that commits through sink.
-func New(cfg Config, sink *store.Sink) *Processor {
+func New(cfg Config, sink *store.Sink) (*Processor, error) {
 	cfg.setDefaults()
+	if _, err := analytics.New(cfg.Analytics); err != nil {
+		return nil, err
+	}
 	return &Processor{
 		cfg:   cfg,
 		sink:  sink,
 		log:   cfg.Logger.With("component", "processor", "group", cfg.Group),
 		dec:   market.NewDecoder(),
 		parts: make(map[int32]*partition),
+	}, nil
+}
+
+func (p *Processor) newPartition(expected int64, state []byte) (*partition, error) {
+	an, err := analytics.New(p.cfg.Analytics)
+	if err != nil {
+		return nil, err
 	}
+	if err := an.Restore(state); err != nil {
+		return nil, err
+	}
+	return &partition{expected: expected, next: expected, an: an}, nil
 }
 
 // Stats returns the running totals.
@@ -128,6 +162,9 @@ func (p *Processor) Stats() Stats {
 		Rejected:   p.rejected.Load(),
 		Batches:    p.batches.Load(),
 		Fenced:     p.fenced.Load(),
+		Late:       p.late.Load(),
+		Anomalies:  p.anomalies.Load(),
+		Candles:    p.candles.Load(),
 	}
 }
 
@@ -192,6 +229,8 @@ func (p *Processor) session(ctx context.Context) error {
 	var dlq []*kgo.Record
 	for {
 		b.Reset()
+		p.out.Reset()
+		p.batchDup, p.batchLat = 0, 0
 		dlq = dlq[:0]
 		n := 0
 		fetches := cl.PollRecords(ctx, p.cfg.BatchSize)
@@ -249,7 +288,7 @@ func (p *Processor) add(b *store.Batch, dlq *[]*kgo.Record, f kgo.Fetches) int {
 		if part == nil {
 			// Not seen through assignment; the commit's offset check
 			// decides whether this processor may store it.
-			part = &partition{expected: -1, next: -1}
+			part, _ = p.newPartition(-1, nil)
 			p.parts[r.Partition] = part
 		}
 		part.next = r.Offset + 1
@@ -257,6 +296,18 @@ func (p *Processor) add(b *store.Batch, dlq *[]*kgo.Record, f kgo.Fetches) int {
 
 		var t market.Tick
 		err := p.decode(r, &t, now)
+		if err == nil {
+			switch part.an.Apply(&t, &p.out) {
+			case analytics.Duplicate:
+				p.batchDup++
+				return
+			case analytics.Late:
+				p.batchLat++
+				wm := part.an.Watermark(t.Symbol)
+				err = &market.Rejection{Reason: market.ReasonLate, Detail: "ts " + t.TS.Format(time.RFC3339Nano) +
+					" is " + wm.Sub(t.TS).String() + " behind the watermark of " + t.Symbol + " (" + wm.Format(time.RFC3339Nano) + ")"}
+			}
+		}
 		if err != nil {
 			var rj *market.Rejection
 			if !errors.As(err, &rj) {
@@ -322,10 +373,21 @@ func (p *Processor) commit(ctx context.Context, cl *kgo.Client, b *store.Batch, 
 		if !part.touched {
 			continue
 		}
-		b.Offsets = append(b.Offsets, store.PartitionCommit{Partition: id, Expected: part.expected, Next: part.next})
+		part.an.Flush(&p.out)
+		var err error
+		if part.state, err = part.an.AppendBinary(part.state[:0]); err != nil {
+			p.mu.Unlock()
+			return fmt.Errorf("snapshotting partition %d: %w", id, err)
+		}
+		b.Offsets = append(b.Offsets, store.PartitionCommit{Partition: id, Expected: part.expected, Next: part.next, State: part.state})
 		kcommit[id] = kgo.EpochOffset{Epoch: -1, Offset: part.next}
 	}
 	p.mu.Unlock()
+	b.Candles = p.out.Candles
+	b.Anomalies = p.out.Anomalies
+	for i := range b.Anomalies {
+		dlq = append(dlq, anomalyRecord(p.cfg.AnomalyTopic, &b.Anomalies[i]))
+	}
 
 	if len(dlq) > 0 {
 		if err := retry(cctx, p.log, "producing dead letters", func() error {
@@ -353,10 +415,13 @@ func (p *Processor) commit(ctx context.Context, cl *kgo.Client, b *store.Batch, 
 	}
 	p.mu.Unlock()
 
-	p.consumed.Add(int64(len(b.Ticks) + len(b.Rejected)))
+	p.consumed.Add(int64(len(b.Ticks)+len(b.Rejected)) + p.batchDup)
 	p.stored.Add(res.Inserted)
-	p.duplicates.Add(res.Duplicates)
+	p.duplicates.Add(res.Duplicates + p.batchDup)
 	p.rejected.Add(int64(len(b.Rejected)))
+	p.late.Add(p.batchLat)
+	p.anomalies.Add(res.Anomalies)
+	p.candles.Add(int64(len(b.Candles)))
 	p.batches.Add(1)
 
 	// Kafka's copy of the offsets is for lag tools only; PostgreSQL's is
@@ -416,12 +481,19 @@ func (p *Processor) assign(ctx context.Context, offsets map[string]map[int32]kgo
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, id := range ids {
-		if o, ok := stored[id]; ok {
+		o, ok := stored[id]
+		if !ok {
+			o.Next = -1
+		}
+		part, err := p.newPartition(o.Next, o.State)
+		if err != nil {
+			return nil, fmt.Errorf("restoring partition %d: %w", id, err)
+		}
+		p.parts[id] = part
+		if ok {
 			parts[id] = kgo.NewOffset().At(o.Next).WithEpoch(-1)
-			p.parts[id] = &partition{expected: o.Next, next: o.Next}
 		} else {
 			parts[id] = kgo.NewOffset().AtStart()
-			p.parts[id] = &partition{expected: -1, next: -1}
 		}
 	}
 	p.assigned.Store(int64(len(p.parts)))
@@ -441,4 +513,24 @@ func (p *Processor) revoke(_ context.Context, _ *kgo.Client, lost map[string][]i
 	}
 	p.assigned.Store(int64(len(p.parts)))
 	p.log.Info("partitions released", "partitions", lost[p.cfg.Topic])
+}
+
+// anomalyRecord is an anomaly as published on the anomalies topic.
+func anomalyRecord(topic string, a *anomaly.Anomaly) *kgo.Record {
+	v := []byte(`{"symbol":`)
+	v = strconv.AppendQuote(v, a.Symbol)
+	v = append(v, `,"ts":"`...)
+	v = market.AppendTime(v, a.TS)
+	v = append(v, `","kind":`...)
+	v = strconv.AppendQuote(v, string(a.Kind))
+	v = append(v, `,"severity":`...)
+	v = strconv.AppendQuote(v, string(a.Severity))
+	v = append(v, `,"value":`...)
+	v = strconv.AppendFloat(v, a.Value, 'g', -1, 64)
+	v = append(v, `,"threshold":`...)
+	v = strconv.AppendFloat(v, a.Threshold, 'g', -1, 64)
+	v = append(v, `,"detail":`...)
+	v = strconv.AppendQuote(v, a.Detail)
+	v = append(v, '}')
+	return &kgo.Record{Topic: topic, Key: []byte(a.Symbol), Value: v}
 }

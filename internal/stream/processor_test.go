@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -59,6 +60,23 @@ func newEnv(t *testing.T) *env {
 	return &env{t: t, kcfg: kcfg, pool: pool, log: log}
 }
 
+// withNewDatabase returns an env on the same broker with a fresh database.
+func (e *env) withNewDatabase() *env {
+	e.t.Helper()
+	ctx := context.Background()
+	pool, err := store.Open(ctx, pgtest.New(e.t), 8)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(pool.Close)
+	if err := store.Migrate(ctx, pool, e.log); err != nil {
+		e.t.Fatal(err)
+	}
+	return &env{t: e.t, kcfg: e.kcfg, pool: pool, log: e.log}
+}
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
+
 // simStart is a fixed simulated start in the past, so no tick is ever in the
 // future whatever day the test runs.
 var simStart = time.Date(2026, 11, 2, 14, 30, 0, 0, time.UTC)
@@ -91,9 +109,11 @@ func (e *env) produce(cfg generate.SimConfig) generate.SimStats {
 // called; stop waits for it to drain and returns its stats.
 func (e *env) processor(group string) (stop func() stream.Stats) {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := stream.New(stream.Config{Kafka: e.kcfg, Group: group, Logger: e.log}, store.NewSink(e.pool))
+	p, err := stream.New(stream.Config{Kafka: e.kcfg, Group: group, Logger: e.log}, store.NewSink(e.pool))
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	var wg sync.WaitGroup
-	var err error
 	wg.Go(func() { err = p.Run(ctx) })
 	return func() stream.Stats {
 		cancel()
@@ -133,19 +153,31 @@ func (e *env) committed(group string) int64 {
 
 func (e *env) checkStored(st generate.SimStats) {
 	e.t.Helper()
-	if got := e.count(`SELECT count(*) FROM ticks`); got != st.Valid {
-		e.t.Errorf("ticks rows = %d, want %d valid unique ticks generated", got, st.Valid)
+	// Late ticks (held back ≥ 10 s by the simulator, beyond the 2 s
+	// lateness) are rejected, not stored.
+	if got, want := e.count(`SELECT count(*) FROM ticks`), st.Valid-st.Late; got != want {
+		e.t.Errorf("ticks rows = %d, want %d (valid unique ticks generated minus the late)", got, want)
 	}
-	wantRejected := st.Malformed + st.Invalid
+	wantRejected := st.Malformed + st.Invalid + st.Late
 	if got := e.count(`SELECT count(*) FROM rejected_ticks`); got != wantRejected {
-		e.t.Errorf("rejected_ticks rows = %d, want %d (malformed %d + invalid %d)", got, wantRejected, st.Malformed, st.Invalid)
+		e.t.Errorf("rejected_ticks rows = %d, want %d (malformed %d + invalid %d + late %d)", got, wantRejected, st.Malformed, st.Invalid, st.Late)
+	}
+	if got := e.count(`SELECT count(*) FROM rejected_ticks WHERE reason = 'late'`); got != st.Late {
+		e.t.Errorf("rejected as late = %d, want %d", got, st.Late)
 	}
 	if got := e.count(`SELECT count(*) FROM rejected_ticks WHERE reason = '' OR detail = ''`); got != 0 {
 		e.t.Errorf("%d rejected rows without a reason", got)
 	}
-	// Every symbol's stored seqs are 1..max with no hole: nothing lost.
-	if got := e.count(`SELECT count(*) FROM (SELECT symbol FROM ticks GROUP BY symbol HAVING max(seq) <> count(*)) s`); got != 0 {
-		e.t.Errorf("%d symbols have holes in their stored seqs", got)
+	// Every symbol's seqs 1..max are either stored or rejected as late:
+	// nothing lost.
+	if got := e.count(`
+		WITH s AS (
+			SELECT symbol, seq FROM ticks
+			UNION ALL
+			SELECT convert_from(key, 'UTF8'), (convert_from(raw, 'UTF8')::json->>'seq')::bigint
+			FROM rejected_ticks WHERE reason = 'late')
+		SELECT count(*) FROM (SELECT symbol FROM s GROUP BY symbol HAVING max(seq) <> count(DISTINCT seq) OR count(*) <> count(DISTINCT seq)) x`); got != 0 {
+		e.t.Errorf("%d symbols have seqs neither stored nor rejected as late", got)
 	}
 	// The dead-letter topic holds one record per rejection.
 	cl, err := kgo.NewClient(e.kcfg.Opts()...)

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/stockpipe/stockpipe/internal/pgembed"
 )
@@ -222,4 +223,36 @@ func databaseName(test string) string {
 	}
 	// 63 bytes is PostgreSQL's identifier limit; this stays well inside.
 	return fmt.Sprintf("t_%s_%d", b.String(), seq.Add(1))
+}
+
+// Rows returns the rows of query as strings, one per row with its values
+// separated by '|' and floats written as their exact bits, for comparing
+// two databases' contents exactly.
+func Rows(t testing.TB, pool *pgxpool.Pool, query string) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), query)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		for _, v := range vals {
+			if f, ok := v.(float64); ok {
+				fmt.Fprintf(&b, "%b|", f)
+			} else {
+				fmt.Fprintf(&b, "%v|", v)
+			}
+		}
+		out = append(out, b.String())
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

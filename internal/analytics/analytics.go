@@ -1,0 +1,297 @@
+// Package analytics is the per-tick computation of the stream: per symbol,
+// duplicate detection, the event-time watermark, 1m and 5m candles with their
+// indicators, a session VWAP and the anomaly detectors. It does no I/O; the
+// processor feeds it ticks in partition order and stores what it outputs.
+//
+// Everything it decides depends only on the order of ticks within a
+// partition, never on the wall clock or on how ticks were batched, so a run
+// that is interrupted and resumed from a snapshot (AppendBinary, Decode)
+// produces exactly what an uninterrupted run does.
+package analytics
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	_ "time/tzdata" // sessions follow New York's calendar on any machine
+
+	"github.com/stockpipe/stockpipe/internal/anomaly"
+	"github.com/stockpipe/stockpipe/internal/candle"
+	"github.com/stockpipe/stockpipe/internal/indicator"
+	"github.com/stockpipe/stockpipe/internal/market"
+)
+
+// Interval is a candle length the stream builds.
+type Interval struct {
+	Name string // as stored in candles.interval
+	Dur  time.Duration
+}
+
+// Intervals are the candle lengths built in the stream; 1d is built by the
+// scheduler from the 1m candles.
+var Intervals = [2]Interval{{"1m", time.Minute}, {"5m", 5 * time.Minute}}
+
+// Config tunes the computation. Zero fields take the defaults noted.
+type Config struct {
+	// Lateness is how far behind a symbol's newest event time a tick may be
+	// and still count; later ones are rejected as late. Default 2 s.
+	Lateness time.Duration
+	// IdleTimeout finalises the candles of a symbol that has not ticked for
+	// this long while others in its partition have (event time). Default
+	// 10 s.
+	IdleTimeout time.Duration
+	// Anomaly configures the detectors; zero means anomaly.DefaultConfig().
+	Anomaly anomaly.Config
+}
+
+func (c *Config) defaults() error {
+	if c.Lateness == 0 {
+		c.Lateness = 2 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 10 * time.Second
+	}
+	if c.Lateness < 0 || c.IdleTimeout < 0 {
+		return fmt.Errorf("lateness and idle timeout must not be negative")
+	}
+	if c.Anomaly == (anomaly.Config{}) {
+		c.Anomaly = anomaly.DefaultConfig()
+	}
+	if err := c.Anomaly.Validate(); err != nil {
+		return fmt.Errorf("anomaly settings: %w", err)
+	}
+	for _, iv := range Intervals {
+		if _, err := candle.NewWindow(iv.Dur, c.Lateness); err != nil {
+			return fmt.Errorf("lateness %v: %w", c.Lateness, err)
+		}
+	}
+	return nil
+}
+
+// Verdict is what Apply made of a tick.
+type Verdict uint8
+
+// Verdicts.
+const (
+	Accepted  Verdict = iota
+	Duplicate         // its (symbol, seq) was seen before: dropped
+	Late              // behind the watermark by more than the lateness: rejected
+)
+
+// CandleRow is a candle as stored: its values, its indicators (over the
+// closes of that interval's candles up to and including this one) and
+// whether it is final.
+type CandleRow struct {
+	Symbol   string
+	Interval string
+	candle.Candle
+	Ind indicator.Values
+}
+
+// Output collects what ticks produced, for one batch.
+type Output struct {
+	Candles   []CandleRow
+	Anomalies []anomaly.Anomaly
+}
+
+// Reset empties o, keeping its buffers.
+func (o *Output) Reset() {
+	o.Candles = o.Candles[:0]
+	o.Anomalies = o.Anomalies[:0]
+}
+
+// Partition is the state of the symbols of one Kafka partition.
+type Partition struct {
+	cfg     Config
+	syms    map[string]*symbol
+	order   []*symbol // by name, for deterministic snapshots and idle scans
+	maxTS   time.Time // newest event time in the partition
+	nextIdl time.Time // event time of the next idle scan
+	dirty   []*symbol // symbols whose forming candles changed since Flush
+	forming []candle.Candle
+}
+
+// New returns an empty Partition.
+func New(cfg Config) (*Partition, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	return &Partition{cfg: cfg, syms: make(map[string]*symbol)}, nil
+}
+
+// Symbols returns how many symbols the partition tracks.
+func (p *Partition) Symbols() int { return len(p.order) }
+
+// Watermark returns a symbol's current watermark, for messages about late
+// ticks.
+func (p *Partition) Watermark(sym string) time.Time {
+	if s := p.syms[sym]; s != nil {
+		return s.wm.Time()
+	}
+	return time.Time{}
+}
+
+func (p *Partition) symbol(name string) *symbol {
+	if s := p.syms[name]; s != nil {
+		return s
+	}
+	s := newSymbol(name, &p.cfg)
+	p.syms[name] = s
+	i, _ := slices.BinarySearchFunc(p.order, name, func(a *symbol, n string) int { return strings.Compare(a.name, n) })
+	p.order = slices.Insert(p.order, i, s)
+	return s
+}
+
+// Apply processes one valid tick, appending any final candles and anomalies
+// it causes to out. Forming candles are reported by Flush.
+func (p *Partition) Apply(t *market.Tick, out *Output) Verdict {
+	s := p.symbol(t.Symbol)
+	seen, inWindow := s.seen.has(t.Seq)
+	if seen {
+		return Duplicate
+	}
+	if s.wm.Late(t.TS) {
+		// Remember it: a resend of a tick already rejected as late is a
+		// duplicate, not a second rejection.
+		if inWindow {
+			s.seen.add(t.Seq)
+		}
+		return Late
+	}
+	if !inWindow {
+		// Far older than any seq tracked yet on time: a replay of
+		// something long stored.
+		return Duplicate
+	}
+	s.seen.add(t.Seq)
+	s.wm.Observe(t.TS)
+	if t.TS.After(s.lastTS) {
+		s.lastTS = t.TS
+	}
+	if !t.TS.Before(s.sessionEnd) {
+		s.vwap.Reset()
+		s.sessionEnd = sessionEnd(t.TS)
+	}
+	s.vwap.Push(t.Price, t.Size)
+
+	var forming1m *candle.Candle
+	for i := range s.win {
+		c := s.win[i].Add(t.TS, t.Seq, t.Price, t.Size)
+		if i == 0 {
+			forming1m = c
+		}
+	}
+	p.advance(s, out)
+	if !s.dirty {
+		s.dirty = true
+		p.dirty = append(p.dirty, s)
+	}
+
+	var ctx anomaly.Context
+	if forming1m != nil && !forming1m.Final {
+		if v := s.ind[0].Peek(forming1m.Close); v.Has&indicator.HasBB != 0 {
+			ctx.BBUpper, ctx.BBLower, ctx.HasBands = v.BBUpper, v.BBLower, true
+		}
+	}
+	ctx.SessionVWAP, ctx.HasVWAP = s.vwap.Value()
+	out.Anomalies = s.det.Observe(out.Anomalies, t, ctx)
+
+	if t.TS.After(p.maxTS) {
+		p.maxTS = t.TS
+		if !p.maxTS.Before(p.nextIdl) {
+			p.idle(out)
+			p.nextIdl = p.maxTS.Truncate(time.Second).Add(time.Second)
+		}
+	}
+	return Accepted
+}
+
+// advance finalises the symbol's candles the watermark has passed.
+func (p *Partition) advance(s *symbol, out *Output) {
+	wm := s.wm.Time()
+	for i := range s.win {
+		s.win[i].Advance(wm, func(c candle.Candle) {
+			s.ind[i].Push(c.Close)
+			out.Candles = append(out.Candles, CandleRow{Symbol: s.name, Interval: Intervals[i].Name, Candle: c, Ind: s.ind[i].Value()})
+		})
+	}
+}
+
+// idle moves the watermark of symbols that have gone quiet while their
+// partition kept ticking, so their last candles become final, and lets the
+// detectors report stale symbols and unfilled seq gaps.
+func (p *Partition) idle(out *Output) {
+	limit := p.maxTS.Add(-p.cfg.IdleTimeout)
+	for _, s := range p.order {
+		if s.lastTS.Before(limit) && s.wm.Time().Before(limit) {
+			s.wm.AdvanceTo(limit)
+			p.advance(s, out)
+			if !s.dirty {
+				s.dirty = true
+				p.dirty = append(p.dirty, s)
+			}
+		}
+		out.Anomalies = s.det.Idle(out.Anomalies, s.name, s.wm.Time())
+	}
+}
+
+// Flush appends the current state of every forming candle that changed
+// since the last Flush, with indicators as if its close were the next close.
+func (p *Partition) Flush(out *Output) {
+	for _, s := range p.dirty {
+		s.dirty = false
+		for i := range s.win {
+			p.forming = s.win[i].Forming(p.forming[:0])
+			set := s.ind[i] // a copy: earlier open candles are pushed tentatively
+			for j, c := range p.forming {
+				if j > 0 {
+					set.Push(p.forming[j-1].Close)
+				}
+				out.Candles = append(out.Candles, CandleRow{Symbol: s.name, Interval: Intervals[i].Name, Candle: c, Ind: set.Peek(c.Close)})
+			}
+		}
+	}
+	p.dirty = p.dirty[:0]
+}
+
+var newYork = mustZone("America/New_York")
+
+func mustZone(name string) *time.Location {
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		panic(err) // embedded by time/tzdata
+	}
+	return loc
+}
+
+// sessionEnd returns the next New York midnight after ts: the session VWAP
+// runs over a New York calendar day.
+func sessionEnd(ts time.Time) time.Time {
+	y, m, d := ts.In(newYork).Date()
+	return time.Date(y, m, d+1, 0, 0, 0, 0, newYork).UTC()
+}
+
+// symbol is one symbol's state.
+type symbol struct {
+	name       string
+	seen       seenWindow
+	wm         candle.Watermark
+	lastTS     time.Time
+	win        [len(Intervals)]candle.Window
+	ind        [len(Intervals)]indicator.Set
+	vwap       indicator.VWAP
+	sessionEnd time.Time
+	det        *anomaly.Detector
+	dirty      bool
+}
+
+func newSymbol(name string, cfg *Config) *symbol {
+	s := &symbol{name: name, det: anomaly.NewDetector(cfg.Anomaly)}
+	s.wm, _ = candle.NewWatermark(cfg.Lateness) // checked in Config.defaults
+	for i, iv := range Intervals {
+		s.win[i], _ = candle.NewWindow(iv.Dur, cfg.Lateness)
+		s.ind[i] = indicator.NewSet()
+	}
+	return s
+}
