@@ -69,19 +69,20 @@ func (s Severity) Valid() bool {
 //   - seq_gap: how many seqs are missing; the threshold is 1.
 //   - stale: seconds since the symbol's last tick, as of the watermark.
 type Anomaly struct {
-	Symbol string
+	Symbol string // as on the tick, or as passed to Idle
 	// TS is the event time of the tick that triggered the anomaly. For
-	// seq_gap it is that of the tick right after the gap (moved 1 µs past
-	// the previous seq_gap of the symbol if it would repeat or precede it,
-	// which only out-of-order seqs can cause); for stale it is the moment
+	// seq_gap it is that of the tick right after the gap, or the
+	// microsecond after the symbol's previous seq_gap if it would repeat or
+	// precede that one, which only ticks whose times run against their
+	// seqs can cause; for stale it is the moment
 	// the symbol became stale, its last tick's time plus Config.StaleAfter.
 	// No two anomalies of a detector share a (TS, Kind), at microsecond
 	// precision.
 	TS        time.Time
 	Kind      Kind
-	Severity  Severity
-	Value     float64
-	Threshold float64
+	Severity  Severity // how each kind is graded is set out in Config
+	Value     float64  // what was measured, in the unit listed above
+	Threshold float64  // the threshold Value crossed, in the same unit
 	// Detail is one sentence for a person, e.g. "AAPL rose 3.20% (270 →
 	// 278.64) in 14ms, 160.0σ of its recent tick-to-tick volatility".
 	Detail string
@@ -164,6 +165,7 @@ type Detector struct {
 	// price_jump: the previous price in seq order and adjusted EWMAs (see
 	// ewma) of the squared log return and of the time between ticks.
 	prevPrice  float64
+	prevLog    float64 // math.Log(prevPrice), kept to take one logarithm a tick
 	prevNs     int64
 	nRet       int64
 	varW, varV float64
@@ -281,13 +283,14 @@ func ewma(w, v, x, lambda float64) (float64, float64) {
 
 func (d *Detector) observePrice(dst []Anomaly, t *market.Tick, ns int64) []Anomaly {
 	cfg := &d.cfg
-	prev, prevNs := d.prevPrice, d.prevNs
-	d.prevPrice, d.prevNs = t.Price, ns
+	prev, prevLog, prevNs := d.prevPrice, d.prevLog, d.prevNs
+	logP := math.Log(t.Price)
+	d.prevPrice, d.prevLog, d.prevNs = t.Price, logP, ns
 	if prev == 0 {
 		return dst
 	}
 	// A difference of logs cannot overflow the way a ratio of prices can.
-	r := math.Log(t.Price) - math.Log(prev)
+	r := logP - prevLog
 	dt := math.Max(0, float64(ns)-float64(prevNs))
 
 	// The expected variance grows with time when the gap is longer than
@@ -346,19 +349,26 @@ func (d *Detector) observeVolume(dst []Anomaly, t *market.Tick, ns int64) []Anom
 		for i := range k - 1 {
 			sum += w.recent(i)
 		}
-		med := w.typical()
-		ratio := sum / (float64(k) * med)
-		if med > 0 && ratio >= cfg.VolumeRatio && !math.IsInf(ratio, 0) &&
-			d.ep[epVolume].trigger(ns, cfg.VolumeCooldown) {
-			dst = append(dst, Anomaly{
-				Symbol:    t.Symbol,
-				TS:        t.TS,
-				Kind:      KindVolumeBurst,
-				Severity:  grade(ratio, cfg.VolumeMediumRatio, cfg.VolumeHighRatio),
-				Value:     ratio,
-				Threshold: cfg.VolumeRatio,
-				Detail:    volumeDetail(t.Symbol, sum, k, med, ratio),
-			})
+		// The typical trade is at least the lowest value of the middle
+		// half, so most ticks are cleared without averaging it. The
+		// margin covers the rounding of the average, keeping the answer
+		// exactly what the full computation would give.
+		need := cfg.VolumeRatio * float64(k)
+		if sum >= need*w.lowerQuartile()*(1-1e-9) {
+			typ := w.typical()
+			ratio := sum / (float64(k) * typ)
+			if typ > 0 && ratio >= cfg.VolumeRatio && !math.IsInf(ratio, 0) &&
+				d.ep[epVolume].trigger(ns, cfg.VolumeCooldown) {
+				dst = append(dst, Anomaly{
+					Symbol:    t.Symbol,
+					TS:        t.TS,
+					Kind:      KindVolumeBurst,
+					Severity:  grade(ratio, cfg.VolumeMediumRatio, cfg.VolumeHighRatio),
+					Value:     ratio,
+					Threshold: cfg.VolumeRatio,
+					Detail:    volumeDetail(t.Symbol, sum, k, typ, ratio),
+				})
+			}
 		}
 	}
 	w.push(x)
@@ -370,10 +380,12 @@ func (d *Detector) observeSpread(dst []Anomaly, t *market.Tick, ns int64) []Anom
 	w := &d.spr
 	mid := t.Bid/2 + t.Ask/2
 	s := (t.Ask - t.Bid) / mid
-	if w.n >= cfg.SpreadWarmup {
-		med := w.typical()
-		base := math.Max(med, cfg.SpreadFloorBps*1e-4)
-		ratio := s / base
+	floor := cfg.SpreadFloorBps * 1e-4
+	// As for volume, the lower quartile bounds the typical spread from
+	// below and clears most ticks cheaply.
+	if w.n >= cfg.SpreadWarmup && s >= cfg.SpreadRatio*math.Max(w.lowerQuartile(), floor)*(1-1e-9) {
+		typ := w.typical()
+		ratio := s / math.Max(typ, floor)
 		if ratio >= cfg.SpreadRatio && !math.IsInf(ratio, 0) &&
 			d.ep[epSpread].trigger(ns, cfg.SpreadCooldown) {
 			dst = append(dst, Anomaly{
@@ -383,7 +395,7 @@ func (d *Detector) observeSpread(dst []Anomaly, t *market.Tick, ns int64) []Anom
 				Severity:  grade(ratio, cfg.SpreadMediumRatio, cfg.SpreadHighRatio),
 				Value:     ratio,
 				Threshold: cfg.SpreadRatio,
-				Detail:    spreadDetail(t.Symbol, t.Bid, t.Ask, s, med, ratio),
+				Detail:    spreadDetail(t.Symbol, t.Bid, t.Ask, s, typ, ratio),
 			})
 		}
 	}

@@ -584,7 +584,7 @@ func TestConfigValidate(t *testing.T) {
 		"zero floor":         func(c *Config) { c.JumpSigmaFloorBps = 0 },
 		"high below medium":  func(c *Config) { c.JumpHighBps = 10 },
 		"window too big":     func(c *Config) { c.VolumeWindow = MaxWindow + 1 },
-		"span over window":   func(c *Config) { c.VolumeSpan = 100 },
+		"span over window":   func(c *Config) { c.VolumeSpan = c.VolumeWindow + 1 },
 		"warmup 0":           func(c *Config) { c.SpreadWarmup = 0 },
 		"negative cooldown":  func(c *Config) { c.BandCooldown = -1 },
 		"bad severity":       func(c *Config) { c.VWAPSeverity = "urgent" },

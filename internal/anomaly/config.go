@@ -62,8 +62,9 @@ type Config struct {
 
 	// VolumeWindow is how many recent trade sizes the baseline covers. The
 	// baseline, the typical trade, is their interquartile mean (the mean
-	// of the middle half): robust like a median, but not stuck on one
-	// round lot (see window).
+	// of the middle half): robust like a median, which a burst filling
+	// less than a quarter of the window cannot move, but smooth where the
+	// median of round lots flips between 100 and 200 shares by chance.
 	VolumeWindow int
 	// VolumeSpan is how many of the latest trades are summed and compared
 	// with VolumeSpan typical trades. Summing a few trades rather than
@@ -143,9 +144,9 @@ type Config struct {
 // the typical size or spread) by measuring, over hours of simulated
 // trading, both the largest value each statistic reaches on ordinary ticks
 // and the smallest peak it reaches on a labelled event, and putting the
-// threshold near the geometric middle of that gap, so it has room on both
-// sides rather than sitting at the edge of what the simulator happens to
-// produce. The comments give the numbers.
+// threshold near the geometric middle of that gap (for jumps, above it), so
+// it has room on both sides rather than sitting at the edge of what the
+// simulator happens to produce. The comments give the numbers.
 func DefaultConfig() Config {
 	return Config{
 		// A window of about 100 returns: long enough to be stable,
@@ -168,17 +169,20 @@ func DefaultConfig() Config {
 		JumpHighBps:       300,
 		JumpCooldown:      5 * time.Second,
 
-		// 64 trades is a second on a busy name and a few minutes on a
-		// quiet one; it follows the intraday volume profile while a
-		// burst of a dozen prints stays out of the middle half.
-		VolumeWindow: 64,
+		// 128 trades is two seconds on a busy name and a few minutes on
+		// a quiet one: short enough to follow the intraday volume
+		// profile, long enough that the typical trade is a stable
+		// estimate. With 64, chance lows of the estimate let ordinary
+		// trading reach 5.5× on a name whose sizes run to 16 round lots;
+		// with 128, 4.9×.
+		VolumeWindow: 128,
 		VolumeSpan:   5,
-		VolumeWarmup: 32,
-		// Ordinary trading took five trades to at most 5.5× five
-		// typical ones (a name whose sizes run to 16 round lots); the
-		// weakest labelled burst peaked at 9.3×, since a burst's prints
-		// are 10× the typical size of a calm session and the opening
-		// auction's busier tape doubles only the ordinary ones.
+		VolumeWarmup: 64,
+		// Ordinary trading took five trades to at most 4.9× five
+		// typical ones over 133 symbol-hours; the weakest labelled burst
+		// peaked at 9.3×: a burst's prints are 10× the typical size of a
+		// calm session, and the opening tape, twice as busy, doubles only
+		// the ordinary prints.
 		VolumeRatio:       7,
 		VolumeMediumRatio: 14,
 		VolumeHighRatio:   28,

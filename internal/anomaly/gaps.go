@@ -22,9 +22,11 @@ type gap struct {
 }
 
 // open records the gap lo..hi found by a tick at event time ns. If that
-// makes too many pending gaps, the oldest is reported at once.
+// makes too many pending gaps, the oldest are reported at once. (There can
+// be more than one too many after restoring a state saved with a larger
+// GapMaxPending.)
 func (d *Detector) open(dst []Anomaly, symbol string, lo, hi, ns int64) []Anomaly {
-	if len(d.gaps) >= d.cfg.GapMaxPending {
+	for len(d.gaps) >= d.cfg.GapMaxPending {
 		dst = d.report(dst, symbol, &d.gaps[0])
 		copy(d.gaps, d.gaps[1:])
 		d.gaps = d.gaps[:len(d.gaps)-1]

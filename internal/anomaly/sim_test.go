@@ -63,6 +63,13 @@ func jsonDecode(b []byte, t *market.Tick) error { return json.Unmarshal(b, t) }
 // at least 10 s, so this keeps the first and drops the second.
 const simLateness = 5 * time.Second
 
+// scoreWarmup is how much event time at the start of a run is left out of
+// the scores: every detector needs some ticks (Config.JumpWarmup,
+// VolumeWarmup, SpreadWarmup) before it may fire, and an event before then is
+// missed by design. At the simulator's 67 ticks per symbol per second the
+// warm-ups take about a second; five leave a margin.
+const scoreWarmup = 5 * time.Second
+
 // runSimulator plays a simulator run (sc; Truth is set here) through a
 // Detector per symbol the way the stream would: each record is decoded with
 // decode and validated, and skipped if either fails; a watermark trails the
@@ -71,7 +78,8 @@ const simLateness = 5 * time.Second
 // on by 100 ms, and once more an hour after the end. (encoding/json is
 // lenient where the stream's decoder is not, so the symbol is checked here.) The labelled kinds are
 // then matched against the truth file: same symbol and kind, at most
-// matchWindow apart, each truth line matched at most once, nearest first.
+// matchWindow apart, each truth line matched at most once, nearest first;
+// events and detections in the first scoreWarmup are not scored.
 func runSimulator(t testing.TB, cfg Config, sc generate.SimConfig, decode func([]byte, *market.Tick) error) simRun {
 	t.Helper()
 	var truthBuf bytes.Buffer
@@ -134,6 +142,7 @@ func runSimulator(t testing.TB, cfg Config, sc generate.SimConfig, decode func([
 	run.late = len(dropped)
 	run.stats = sim.Stats()
 	run.simulated = newest.Sub(first)
+	scoreFrom := first.Add(scoreWarmup)
 
 	var truths []generate.Anomaly
 	sc2 := bufio.NewScanner(&truthBuf)
@@ -141,6 +150,9 @@ func runSimulator(t testing.TB, cfg Config, sc generate.SimConfig, decode func([
 		var a generate.Anomaly
 		if err := json.Unmarshal(sc2.Bytes(), &a); err != nil {
 			t.Fatalf("truth line %q: %v", sc2.Text(), err)
+		}
+		if a.TS.Before(scoreFrom) {
+			continue
 		}
 		truths = append(truths, a)
 	}
@@ -155,7 +167,7 @@ func runSimulator(t testing.TB, cfg Config, sc generate.SimConfig, decode func([
 	}
 	for _, f := range run.found {
 		s := run.score[f.Kind]
-		if s == nil {
+		if s == nil || f.TS.Before(scoreFrom) {
 			continue
 		}
 		s.detections++
@@ -190,11 +202,12 @@ func runSimulator(t testing.TB, cfg Config, sc generate.SimConfig, decode func([
 // table renders the per-kind scores.
 func (r simRun) table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d ticks observed, %v simulated, %d late ticks dropped\n", r.ticks, r.simulated.Round(time.Second), r.late)
+	fmt.Fprintf(&b, "%d ticks observed, %v simulated (the first %v not scored), %d late ticks dropped\n",
+		r.ticks, r.simulated.Round(time.Second), scoreWarmup, r.late)
 	fmt.Fprintf(&b, "%-15s %7s %10s %8s %9s %7s\n", "kind", "truths", "detections", "matched", "precision", "recall")
 	for _, k := range labelledKinds {
 		s := r.score[k]
-		fmt.Fprintf(&b, "%-15s %7d %10d %8d %9.3f %7.3f\n", k, s.truths, s.detections, s.matched, s.precision(), s.recall())
+		fmt.Fprintf(&b, "%-15s %7d %10d %8d %9s %7s\n", k, s.truths, s.detections, s.matched, ratio(s.precision()), ratio(s.recall()))
 	}
 	others := map[Kind]int{}
 	for _, f := range r.found {
@@ -213,6 +226,14 @@ func (r simRun) table() string {
 		}
 	}
 	return b.String()
+}
+
+// ratio formats a precision or recall, "-" when there was nothing to count.
+func ratio(f float64) string {
+	if math.IsNaN(f) {
+		return "-"
+	}
+	return fmt.Sprintf("%.3f", f)
 }
 
 func (r simRun) explain(t testing.TB, max int) {
@@ -253,9 +274,15 @@ func TestSimulatorPrecisionRecall(t *testing.T) {
 	start := time.Date(2026, 11, 25, 14, 30, 0, 0, time.UTC) // the New York open: the busiest tape
 	check := func(t *testing.T, run simRun) {
 		t.Helper()
-		for _, k := range []Kind{KindPriceJump, KindVolumeBurst, KindSpreadBlowout} {
+		// The goal is set for the two kinds with a clear definition;
+		// spread_blowout is reported in the table (and has scored as
+		// well in every run so far).
+		for _, k := range []Kind{KindPriceJump, KindVolumeBurst} {
 			s := run.score[k]
-			if s.precision() < 0.9 || s.recall() < 0.9 {
+			if s.truths < 10 {
+				t.Errorf("%s: only %d labelled events, too few to judge", k, s.truths)
+			}
+			if !(s.precision() >= 0.9 && s.recall() >= 0.9) {
 				t.Errorf("%s: precision %.3f, recall %.3f; want both >= 0.9", k, s.precision(), s.recall())
 			}
 		}
@@ -266,7 +293,7 @@ func TestSimulatorPrecisionRecall(t *testing.T) {
 	t.Run("dense", func(t *testing.T) {
 		n := int64(1_200_000)
 		if testing.Short() {
-			n = 300_000
+			n = 400_000
 		}
 		run := runSimulator(t, DefaultConfig(), generate.SimConfig{
 			Rate: 2000, Count: n, Seed: 1, Start: start,

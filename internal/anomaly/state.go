@@ -22,9 +22,9 @@ func (d *Detector) MarshalBinary() ([]byte, error) {
 
 // AppendBinary appends the detector's complete state, configuration
 // included, to dst. Floats are stored as their IEEE 754 bits, so a detector
-// restored with UnmarshalBinary or Decode continues exactly as this one
-// would: the same later ticks give the same anomalies. The error is always
-// nil; it is there to satisfy encoding.BinaryAppender.
+// restored from it continues exactly as this one would: the same later
+// ticks and watermarks give the same anomalies. The error is always nil; it
+// is there to satisfy encoding.BinaryAppender.
 func (d *Detector) AppendBinary(dst []byte) ([]byte, error) {
 	d.ready()
 	c := codec{b: append(dst, stateMagic[:]...)}
@@ -46,12 +46,9 @@ func (d *Detector) AppendBinary(dst []byte) ([]byte, error) {
 	return c.b, nil
 }
 
-// UnmarshalBinary replaces the detector's state, configuration included,
-// with one written by AppendBinary. b must hold exactly one state. On error
-// the detector is unchanged.
+// UnmarshalBinary is Decode for b holding exactly one state.
 func (d *Detector) UnmarshalBinary(b []byte) error {
-	var nd Detector
-	rest, err := nd.Decode(b)
+	nd, rest, err := d.decode(b)
 	if err != nil {
 		return err
 	}
@@ -67,80 +64,105 @@ func (d *Detector) UnmarshalBinary(b []byte) error {
 // concatenated (say one per symbol) and read back in turn. On error the
 // detector is unchanged.
 //
+// Which configuration the restored detector runs with: a zero Detector
+// takes the one saved with the state, so the round trip is exact; a
+// detector made by NewDetector keeps its own, so a restart with new
+// thresholds applies them to the restored symbols. The round trip is exact
+// then too when the two configurations are equal; when they differ, the
+// estimates carry over, a window that shrank keeps its newest values, and
+// surplus pending gaps are reported as the next gap opens.
+//
 // Decode checks what it reads: a configuration Validate rejects, a window
-// longer than configured, a NaN where the detector keeps ordered values or
-// any other value the detector could not have produced is an error, so
-// corrupt bytes cannot plant a state that misbehaves later.
+// or gap set larger than the saved configuration allows, a NaN where the
+// detector keeps ordered values, or any other value the detector could not
+// have produced is an error, so corrupt bytes cannot plant a state that
+// misbehaves later.
 func (d *Detector) Decode(b []byte) (rest []byte, err error) {
+	nd, rest, err := d.decode(b)
+	if err != nil {
+		return b, err
+	}
+	*d = nd
+	return rest, nil
+}
+
+func (d *Detector) decode(b []byte) (Detector, []byte, error) {
+	var nd Detector
 	if len(b) < len(stateMagic) || [4]byte(b[:4]) != stateMagic {
-		return b, errors.New("anomaly state: not a detector state (bad magic or version)")
+		return nd, b, errors.New("anomaly state: not a detector state (bad magic or version)")
 	}
 	c := codec{dec: true, b: b[len(stateMagic):]}
 	var cfg Config
 	cfg.walk(&c)
 	if c.err != nil {
-		return b, c.err
+		return nd, b, c.err
 	}
 	if err := cfg.Validate(); err != nil {
-		return b, fmt.Errorf("anomaly state: %w", err)
+		return nd, b, fmt.Errorf("anomaly state: %w", err)
 	}
-	var nd Detector
-	nd.reset(cfg)
+	if d.init {
+		nd.reset(d.cfg)
+	} else {
+		nd.reset(cfg)
+	}
 	nd.walk(&c)
 	if c.err != nil {
-		return b, c.err
+		return nd, b, c.err
 	}
 	if err := nd.check(); err != nil {
-		return b, err
+		return nd, b, err
+	}
+	if nd.prevPrice > 0 {
+		nd.prevLog = math.Log(nd.prevPrice) // derived, so not stored
 	}
 	var vals []float64
-	for _, w := range [...]*window{&nd.vol, &nd.spr} {
+	for i, w := range [...]*window{&nd.vol, &nd.spr} {
+		saved := [...]int{cfg.VolumeWindow, cfg.SpreadWindow}[i]
 		var n uint64
 		c.u64(&n)
 		if c.err != nil {
-			return b, c.err
+			return nd, b, c.err
 		}
-		if n > uint64(len(w.ring)) {
-			return b, fmt.Errorf("anomaly state: window of %d values, configured for %d", n, len(w.ring))
+		if n > uint64(saved) {
+			return nd, b, fmt.Errorf("anomaly state: window of %d values, configured for %d", n, saved)
 		}
 		if uint64(len(c.b)) < 8*n {
-			return b, errShort
+			return nd, b, errShort
 		}
 		vals = vals[:0]
 		for range n {
 			var v float64
 			c.f64(&v)
 			// What push stores: sizes > 0 and spreads >= 0, finite.
-			if !(v >= 0) || math.IsInf(v, 0) {
-				return b, fmt.Errorf("anomaly state: window value %v", v)
+			if !(v >= 0) || math.Signbit(v) || math.IsInf(v, 0) {
+				return nd, b, fmt.Errorf("anomaly state: window value %v", v)
 			}
 			vals = append(vals, v)
 		}
-		w.reset(vals)
+		w.reset(vals) // keeps the newest values if the window shrank
 	}
 	var n uint64
 	c.u64(&n)
 	if c.err != nil {
-		return b, c.err
+		return nd, b, c.err
 	}
 	if n > uint64(cfg.GapMaxPending) {
-		return b, fmt.Errorf("anomaly state: %d pending gaps, configured for %d", n, cfg.GapMaxPending)
+		return nd, b, fmt.Errorf("anomaly state: %d pending gaps, configured for %d", n, cfg.GapMaxPending)
 	}
 	for range n {
 		var g gap
 		g.walk(&c)
 		if c.err != nil {
-			return b, c.err
+			return nd, b, c.err
 		}
 		total := uint64(g.hi) - uint64(g.lo) + 1
 		if g.lo > g.hi || g.missing == 0 || g.missing > total ||
 			(len(nd.gaps) > 0 && g.lo <= nd.gaps[len(nd.gaps)-1].hi) || g.hi >= nd.maxSeq {
-			return b, fmt.Errorf("anomaly state: inconsistent gap %d..%d", g.lo, g.hi)
+			return nd, b, fmt.Errorf("anomaly state: inconsistent gap %d..%d", g.lo, g.hi)
 		}
 		nd.gaps = append(nd.gaps, g)
 	}
-	*d = nd
-	return c.b, nil
+	return nd, c.b, nil
 }
 
 // check rejects decoded scalars the detector could not have produced.

@@ -173,3 +173,51 @@ func TestDecodeRejectsCorruption(t *testing.T) {
 		t.Fatal("a state with JumpLambda 1 decoded")
 	}
 }
+
+// TestDecodeKeepsReceiverConfig checks which configuration a restored
+// detector runs with: the saved one for a zero Detector, its own for one
+// made by NewDetector, with the state fitted to it.
+func TestDecodeKeepsReceiverConfig(t *testing.T) {
+	saved := DefaultConfig()
+	d := NewDetector(saved)
+	steps := eventful(6, 3000)
+	play(d, steps)
+	// Leave three gaps pending.
+	seq, ts := d.maxSeq, time.Unix(0, d.lastNs).UTC()
+	for i := range int64(3) {
+		tk := market.Tick{Symbol: "EVT", TS: ts.Add(time.Duration(i+1) * time.Millisecond), Seq: seq + 2*(i+1), Price: d.prevPrice, Size: 100, Bid: d.prevPrice, Ask: d.prevPrice + 0.01}
+		d.Observe(nil, &tk, Context{})
+	}
+	if len(d.gaps) != 3 {
+		t.Fatalf("%d gaps pending, want 3", len(d.gaps))
+	}
+	state, _ := d.AppendBinary(nil)
+
+	var zero Detector
+	if err := zero.UnmarshalBinary(state); err != nil || zero.Config() != saved {
+		t.Fatalf("zero Detector: err %v, config changed: %v", err, zero.Config() != saved)
+	}
+
+	smaller := saved
+	smaller.VolumeWindow, smaller.VolumeWarmup, smaller.GapMaxPending = 16, 8, 1
+	smaller.JumpMinMoveBps = 20
+	r := NewDetector(smaller)
+	if _, err := r.Decode(state); err != nil {
+		t.Fatal(err)
+	}
+	if r.Config() != smaller || r.vol.n != 16 || len(r.gaps) != 3 {
+		t.Fatalf("config kept: %v, window %d values, %d gaps", r.Config() == smaller, r.vol.n, len(r.gaps))
+	}
+	// The newest 16 sizes are the ones kept.
+	for k := range 16 {
+		if r.vol.recent(k) != d.vol.recent(k) {
+			t.Fatalf("recent(%d) = %v, want %v", k, r.vol.recent(k), d.vol.recent(k))
+		}
+	}
+	// The next gap pushes out all three older ones at once.
+	tk := market.Tick{Symbol: "EVT", TS: ts.Add(time.Second), Seq: r.maxSeq + 2, Price: d.prevPrice, Size: 100, Bid: d.prevPrice, Ask: d.prevPrice + 0.01}
+	out := r.Observe(nil, &tk, Context{})
+	if got := ofKind(out, KindSeqGap); len(got) != 3 || len(r.gaps) != 1 {
+		t.Fatalf("got %+v and %d pending, want 3 reported and 1 pending", out, len(r.gaps))
+	}
+}

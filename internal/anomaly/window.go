@@ -1,5 +1,7 @@
 package anomaly
 
+import "math"
+
 // window holds the last len(ring) values pushed and answers what a typical
 // one is: their interquartile mean, the average of the middle half once
 // sorted.
@@ -14,16 +16,17 @@ package anomaly
 //
 // The values are kept twice: in arrival order in a ring, to know which one
 // leaves, and sorted. A push finds the leaving and the arriving value's
-// places by binary search (O(log W) comparisons) and shifts the sorted slice
-// with copy, a memmove of at most 8·W bytes; typical sums the middle half,
-// W/2 additions. At the default W = 64 that is a few tens of nanoseconds,
-// less than the pointer chasing of a pair of heaps or a skip list, and it
-// allocates nothing. Summing afresh rather than keeping a running total also
+// places by binary search (O(log W) comparisons) and shifts the values
+// between them with one copy, a memmove of at most 8·W bytes; typical sums
+// the middle half, W/2 additions, and is only needed when a cheap bound says
+// the tick might fire. At the default W of 64 or 128 that is a few tens of
+// nanoseconds, less than the pointer chasing of a pair of heaps or a skip
+// list, and it allocates nothing. Summing afresh rather than keeping a running total also
 // makes the result depend only on the values in the window, not on the order
 // they came in, which keeps a restored checkpoint bit-for-bit exact.
 //
-// Values must not be NaN, which has no place in an order; callers filter
-// them out.
+// Values must be >= 0 and not NaN or −0 (see lowerBound); trade sizes and
+// relative spreads are.
 type window struct {
 	ring   []float64 // capacity W; ring[head] is the next slot written
 	sorted []float64 // the n values in the window, ascending
@@ -38,22 +41,29 @@ func newWindow(w int) window {
 // push adds x, evicting the oldest value once the window is full.
 func (r *window) push(x float64) {
 	w := len(r.ring)
+	j := lowerBound(r.sorted, x)
 	if r.n == w {
+		// Evict and insert in one move: shift only the values between
+		// the leaving one's place and the arriving one's.
 		i := lowerBound(r.sorted, r.ring[r.head])
-		copy(r.sorted[i:], r.sorted[i+1:])
-		r.sorted = r.sorted[:len(r.sorted)-1]
+		if j <= i {
+			copy(r.sorted[j+1:i+1], r.sorted[j:i])
+			r.sorted[j] = x
+		} else {
+			copy(r.sorted[i:j-1], r.sorted[i+1:j])
+			r.sorted[j-1] = x
+		}
 	} else {
 		r.n++
+		r.sorted = r.sorted[:len(r.sorted)+1]
+		copy(r.sorted[j+1:], r.sorted[j:])
+		r.sorted[j] = x
 	}
 	r.ring[r.head] = x
 	r.head++
 	if r.head == w {
 		r.head = 0
 	}
-	i := lowerBound(r.sorted, x)
-	r.sorted = r.sorted[:len(r.sorted)+1]
-	copy(r.sorted[i+1:], r.sorted[i:])
-	r.sorted[i] = x
 }
 
 // typical returns the mean of the middle half of the window (all of it
@@ -70,6 +80,16 @@ func (r *window) typical() float64 {
 		sum += v
 	}
 	return sum / float64(len(mid))
+}
+
+// lowerQuartile returns the smallest value typical averages, a lower bound
+// on it that costs nothing to read; 0 when the window is empty.
+func (r *window) lowerQuartile() float64 {
+	n := len(r.sorted)
+	if n == 0 {
+		return 0
+	}
+	return r.sorted[n/4]
 }
 
 // recent returns the value pushed k pushes ago: recent(0) is the latest. It
@@ -95,16 +115,26 @@ func (r *window) reset(vs []float64) {
 	}
 }
 
-// lowerBound returns the first index i with s[i] >= x.
+// lowerBound returns the first index i with s[i] >= x, for s and x >= 0 and
+// not NaN. It halves the range without a data-dependent branch: a branch
+// here is mispredicted half the time, and was the largest single cost of a
+// tick. The comparison is done on the IEEE 754 bits, which for numbers >= 0
+// (+0 included, −0 not) order exactly as the numbers do and differ by less
+// than 2⁶³, so the sign of their difference is the answer.
 func lowerBound(s []float64, x float64) int {
-	lo, hi := 0, len(s)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if s[m] < x {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+	n := len(s)
+	if n == 0 {
+		return 0
 	}
-	return lo
+	xb := int64(math.Float64bits(x))
+	less := func(v float64) int { // 1 if v < x, else 0
+		return int(uint64(int64(math.Float64bits(v))-xb) >> 63)
+	}
+	base := 0
+	for n > 1 {
+		half := n / 2
+		base += half * less(s[base+half])
+		n -= half
+	}
+	return base + less(s[base])
 }
