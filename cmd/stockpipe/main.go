@@ -34,6 +34,7 @@ func commands() []*command {
 		replayCommand(),
 		processCommand(),
 		migrateCommand(),
+		serveCommand(),
 		evaluateCommand(),
 	}
 }

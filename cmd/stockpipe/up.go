@@ -23,6 +23,7 @@ func upCommand() *command {
 	var kf kafkaFlags
 	kf.register(c.fs, "use this Kafka cluster instead of the embedded broker")
 	url := c.fs.String("database-url", "", "use this PostgreSQL instead of the embedded one (or DATABASE_URL)")
+	httpAddr := c.fs.String("http", "127.0.0.1:8050", "address of the dashboard")
 	listen := c.fs.String("broker-listen", "127.0.0.1:9092", "address of the embedded broker (a free port is used if this one is taken)")
 	partitions := c.fs.Int("partitions", 6, "partitions of the ticks topic when it is created")
 	var g genFlags
@@ -34,12 +35,12 @@ func upCommand() *command {
 		if err := g.check(); err != nil {
 			return err
 		}
-		return runUp(rc, *dataDir, &kf, *url, *listen, int32(*partitions), &g, &pf)
+		return runUp(rc, *dataDir, &kf, *url, *listen, *httpAddr, int32(*partitions), &g, &pf)
 	}
 	return c
 }
 
-func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, partitions int32, g *genFlags, pf *processFlags) error {
+func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen, httpAddr string, partitions int32, g *genFlags, pf *processFlags) error {
 	started := time.Now()
 	if dbURL == "" {
 		pg, err := pgembed.Start(rc.ctx, pgembed.Config{Dir: filepath.Join(dataDir, "postgres"), Logger: rc.log})
@@ -77,7 +78,7 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, par
 			return err
 		}
 	}
-	pool, err := openDB(rc, dbURL, 8)
+	pool, err := openDB(rc, dbURL, 24)
 	if err != nil {
 		return err
 	}
@@ -103,15 +104,21 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, par
 		return err
 	}
 
-	fmt.Fprintf(rc.stdout, "stockpipe is up (%s)\n  database: %s\n  broker:   %s\n  press Ctrl-C to stop\n",
-		time.Since(started).Round(time.Millisecond), store.Redact(dbURL), kcfg.Brokers[0])
+	ln, err := listenHTTP(httpAddr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(rc.stdout, "stockpipe is up (%s)\n  dashboard: http://%s/\n  database:  %s\n  broker:    %s\n  press Ctrl-C to stop\n",
+		time.Since(started).Round(time.Millisecond), ln.Addr(), store.Redact(dbURL), kcfg.Brokers[0])
 
 	var (
 		wg       sync.WaitGroup
 		produced int64
 		genErr   error
 		procErr  error
+		webErr   error
 	)
+	wg.Go(func() { webErr = serveHTTP(rc, pool, kcfg, pcfg.Group, ln) })
 	wg.Go(func() { procErr = proc.Run(rc.ctx) })
 	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, 1) })
 	var last stream.Stats
@@ -127,7 +134,7 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, par
 	wg.Wait()
 	stop()
 	rc.log.Info("stopped", "produced", produced, "stored", proc.Stats().Stored)
-	return errors.Join(genErr, procErr)
+	return errors.Join(genErr, procErr, webErr)
 }
 
 func isAddrInUse(err error) bool {

@@ -181,7 +181,18 @@ func (s *Sink) Commit(ctx context.Context, b *Batch) (CommitResult, error) {
 			ON CONFLICT (symbol, ts, kind) DO NOTHING`,
 			a.symbol, a.ts, a.kind, a.severity, a.value, a.threshold, a.detail)
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	if len(b.Candles) > 0 {
+		// New symbols become listable; known ones cost an index probe.
+		pb.Queue(`INSERT INTO symbols (symbol) SELECT DISTINCT unnest($1::text[]) ON CONFLICT DO NOTHING`, b.cnd.symbol)
+	}
+	notes, err := payloads(b)
+	if err != nil {
+		return CommitResult{}, fmt.Errorf("encoding live updates: %w", err)
+	}
+	for _, n := range notes {
+		pb.Queue(`SELECT pg_notify($1, $2)`, Channel, n)
+	}
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		br := tx.SendBatch(ctx, pb)
 		defer br.Close()
 		for _, o := range b.Offsets {
@@ -217,6 +228,16 @@ func (s *Sink) Commit(ctx context.Context, b *Batch) (CommitResult, error) {
 				return fmt.Errorf("inserting %d anomalies: %w", len(b.Anomalies), err)
 			}
 			res.Anomalies = tag.RowsAffected()
+		}
+		if len(b.Candles) > 0 {
+			if _, err := br.Exec(); err != nil {
+				return fmt.Errorf("registering symbols: %w", err)
+			}
+		}
+		for range notes {
+			if _, err := br.Exec(); err != nil {
+				return fmt.Errorf("notifying listeners: %w", err)
+			}
 		}
 		return br.Close()
 	})

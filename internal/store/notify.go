@@ -1,0 +1,149 @@
+package store
+
+import (
+	"encoding/json"
+	"math"
+	"slices"
+
+	"github.com/stockpipe/stockpipe/internal/analytics"
+	"github.com/stockpipe/stockpipe/internal/anomaly"
+	"github.com/stockpipe/stockpipe/internal/indicator"
+)
+
+// Channel is the PostgreSQL NOTIFY channel on which each committed batch is
+// announced. Because the notifications are sent inside the batch's
+// transaction, a listener sees exactly what was committed, when it was
+// committed — and serve can run as its own process.
+const Channel = "stockpipe_events"
+
+// Event is one live update. A notification's payload is a JSON array of
+// events.
+type Event struct {
+	Kind   string          `json:"e"` // "tick", "candle" or "anomaly"
+	Symbol string          `json:"s"`
+	Data   json.RawMessage `json:"d"`
+}
+
+// TickEvent is a symbol's part of one committed batch.
+type TickEvent struct {
+	Symbol string  `json:"symbol"`
+	Price  float64 `json:"price"` // the latest trade by event time
+	TS     string  `json:"ts"`
+	Count  int     `json:"count"`  // trades in the batch
+	Trades []Trade `json:"trades"` // the latest, newest first, up to maxEventTrades
+}
+
+const (
+	maxEventTrades = 20
+	// maxPayload keeps each notification under PostgreSQL's 8000-byte
+	// limit.
+	maxPayload = 7800
+)
+
+// payloads encodes the batch's live updates as notification payloads.
+func payloads(b *Batch) ([]string, error) {
+	var events []Event
+	add := func(kind, sym string, v any) error {
+		d, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		events = append(events, Event{Kind: kind, Symbol: sym, Data: d})
+		return nil
+	}
+	// Ticks per symbol, in batch order (partition order).
+	bySym := map[string][]int{}
+	var syms []string
+	for i := range b.Ticks {
+		s := b.Ticks[i].Symbol
+		if _, ok := bySym[s]; !ok {
+			syms = append(syms, s)
+		}
+		bySym[s] = append(bySym[s], i)
+	}
+	slices.Sort(syms)
+	for _, s := range syms {
+		idx := bySym[s]
+		slices.SortStableFunc(idx, func(a, c int) int {
+			if d := b.Ticks[c].TS.Compare(b.Ticks[a].TS); d != 0 {
+				return d
+			}
+			return int(b.Ticks[c].Seq - b.Ticks[a].Seq)
+		})
+		ev := TickEvent{Symbol: s, Count: len(idx)}
+		for _, i := range idx[:min(len(idx), maxEventTrades)] {
+			t := &b.Ticks[i]
+			ev.Trades = append(ev.Trades, Trade{TS: t.TS, Seq: t.Seq, Price: t.Price, Size: t.Size, Bid: t.Bid, Ask: t.Ask})
+		}
+		ev.Price, ev.TS = ev.Trades[0].Price, ev.Trades[0].TS.Format("2006-01-02T15:04:05.000000Z07:00")
+		if err := add("tick", s, ev); err != nil {
+			return nil, err
+		}
+	}
+	for i := range b.Candles {
+		c := CandleFromRow(&b.Candles[i])
+		if err := add("candle", c.Symbol, c); err != nil {
+			return nil, err
+		}
+	}
+	for i := range b.Anomalies {
+		a := AnomalyFromDetected(&b.Anomalies[i])
+		if err := add("anomaly", a.Symbol, a); err != nil {
+			return nil, err
+		}
+	}
+	var out []string
+	buf := []byte{'['}
+	for _, e := range events {
+		enc, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		if len(buf) > 1 && len(buf)+len(enc)+1 > maxPayload {
+			out = append(out, string(append(buf, ']')))
+			buf = buf[:1]
+		}
+		if len(enc)+2 > maxPayload {
+			continue // cannot happen with bounded fields; never fail a commit over a live update
+		}
+		if len(buf) > 1 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, enc...)
+	}
+	if len(buf) > 1 {
+		out = append(out, string(append(buf, ']')))
+	}
+	return out, nil
+}
+
+// CandleFromRow converts a computed candle to its API form.
+func CandleFromRow(r *analytics.CandleRow) Candle {
+	c := Candle{
+		Symbol: r.Symbol, Interval: r.Interval, T: r.Bucket.Unix(), Bucket: r.Bucket,
+		Open: r.Open, High: r.High, Low: r.Low, Close: r.Close, Volume: r.Volume, Trades: r.Trades, Final: r.Final,
+	}
+	if v := r.VWAP(); !math.IsNaN(v) {
+		c.VWAP = &v
+	}
+	ptr := func(v float64, bit uint8) *float64 {
+		if r.Ind.Has&bit == 0 {
+			return nil
+		}
+		return &v
+	}
+	c.SMA5 = ptr(r.Ind.SMA5, indicator.HasSMA5)
+	c.SMA20 = ptr(r.Ind.SMA20, indicator.HasSMA20)
+	c.EMA12 = ptr(r.Ind.EMA12, indicator.HasEMA12)
+	c.EMA26 = ptr(r.Ind.EMA26, indicator.HasEMA26)
+	c.BBUpper = ptr(r.Ind.BBUpper, indicator.HasBB)
+	c.BBLower = ptr(r.Ind.BBLower, indicator.HasBB)
+	c.RSI14 = ptr(r.Ind.RSI14, indicator.HasRSI14)
+	return c
+}
+
+// AnomalyFromDetected converts a detected anomaly to its API form.
+func AnomalyFromDetected(a *anomaly.Anomaly) Anomaly {
+	return Anomaly{Symbol: a.Symbol, TS: a.TS, Kind: string(a.Kind), Severity: string(a.Severity),
+		Value: a.Value, Threshold: a.Threshold, Detail: a.Detail}
+}

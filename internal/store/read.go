@@ -1,0 +1,235 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrUnknownSymbol is returned by reads about a symbol the stream has never
+// seen.
+var ErrUnknownSymbol = errors.New("unknown symbol")
+
+// Candle is a candle row as the API and the live stream show it.
+type Candle struct {
+	Symbol   string    `json:"symbol,omitempty"`
+	Interval string    `json:"interval,omitempty"`
+	T        int64     `json:"t"` // bucket in Unix seconds, what charts take
+	Bucket   time.Time `json:"bucket"`
+	Open     float64   `json:"open"`
+	High     float64   `json:"high"`
+	Low      float64   `json:"low"`
+	Close    float64   `json:"close"`
+	Volume   int64     `json:"volume"`
+	VWAP     *float64  `json:"vwap"`
+	Trades   int64     `json:"trades"`
+	SMA5     *float64  `json:"sma_5"`
+	SMA20    *float64  `json:"sma_20"`
+	EMA12    *float64  `json:"ema_12"`
+	EMA26    *float64  `json:"ema_26"`
+	BBUpper  *float64  `json:"bb_upper"`
+	BBLower  *float64  `json:"bb_lower"`
+	RSI14    *float64  `json:"rsi_14"`
+	Final    bool      `json:"final"`
+}
+
+// Trade is a stored tick as the API shows it.
+type Trade struct {
+	TS    time.Time `json:"ts"`
+	Seq   int64     `json:"seq"`
+	Price float64   `json:"price"`
+	Size  int64     `json:"size"`
+	Bid   float64   `json:"bid"`
+	Ask   float64   `json:"ask"`
+}
+
+// Anomaly is a stored anomaly as the API shows it.
+type Anomaly struct {
+	Symbol    string    `json:"symbol"`
+	TS        time.Time `json:"ts"`
+	Kind      string    `json:"kind"`
+	Severity  string    `json:"severity"`
+	Value     float64   `json:"value"`
+	Threshold float64   `json:"threshold"`
+	Detail    string    `json:"detail"`
+}
+
+// Quote is one line of the watchlist.
+type Quote struct {
+	Symbol       string    `json:"symbol"`
+	Last         float64   `json:"last"`
+	TS           time.Time `json:"ts"`
+	DayOpen      float64   `json:"day_open"`
+	Change       float64   `json:"change"`
+	ChangePct    float64   `json:"change_pct"`
+	Volume       int64     `json:"volume"`
+	Bucket       time.Time `json:"bucket"`
+	BucketVolume int64     `json:"bucket_volume"`
+	Spark        []float64 `json:"spark"`
+}
+
+// Reader runs the read queries behind the API. Every query is parameterised.
+type Reader struct {
+	pool *pgxpool.Pool
+}
+
+// NewReader returns a Reader on pool.
+func NewReader(pool *pgxpool.Pool) *Reader { return &Reader{pool: pool} }
+
+// Ping checks that the database answers.
+func (r *Reader) Ping(ctx context.Context) error { return r.pool.Ping(ctx) }
+
+// KnownSymbol reports whether the stream has seen sym.
+func (r *Reader) KnownSymbol(ctx context.Context, sym string) (bool, error) {
+	var ok bool
+	err := r.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM symbols WHERE symbol = $1)`, sym).Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("looking up symbol: %w", err)
+	}
+	return ok, nil
+}
+
+// Quotes returns the watchlist: per symbol the last trade, the change since
+// the day's first trade (New York day of the last trade), the day's volume
+// and the closes of the latest 60 one-minute candles.
+func (r *Reader) Quotes(ctx context.Context) ([]Quote, error) {
+	rows, err := r.pool.Query(ctx, `
+		SELECT s.symbol, t.price, t.ts, l.bucket, l.volume, d.open, d.volume, sp.closes
+		FROM symbols s
+		CROSS JOIN LATERAL (SELECT price, ts FROM ticks WHERE symbol = s.symbol ORDER BY ts DESC, seq DESC LIMIT 1) t
+		CROSS JOIN LATERAL (SELECT bucket, volume FROM candles
+			WHERE symbol = s.symbol AND interval = '1m' ORDER BY bucket DESC LIMIT 1) l
+		CROSS JOIN LATERAL (SELECT (array_agg(open ORDER BY bucket))[1] AS open, sum(volume)::bigint AS volume FROM candles
+			WHERE symbol = s.symbol AND interval = '1m'
+			  AND bucket >= (date_trunc('day', l.bucket AT TIME ZONE 'America/New_York') AT TIME ZONE 'America/New_York')) d
+		CROSS JOIN LATERAL (SELECT array_agg(close ORDER BY bucket) AS closes FROM (
+			SELECT bucket, close FROM candles WHERE symbol = s.symbol AND interval = '1m'
+			ORDER BY bucket DESC LIMIT 60) x) sp
+		ORDER BY s.symbol`)
+	if err != nil {
+		return nil, fmt.Errorf("reading quotes: %w", err)
+	}
+	out := []Quote{}
+	var q Quote
+	_, err = pgx.ForEachRow(rows, []any{&q.Symbol, &q.Last, &q.TS, &q.Bucket, &q.BucketVolume, &q.DayOpen, &q.Volume, &q.Spark}, func() error {
+		q.Change = q.Last - q.DayOpen
+		if q.DayOpen != 0 {
+			q.ChangePct = 100 * q.Change / q.DayOpen
+		}
+		out = append(out, q)
+		q.Spark = nil
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading quotes: %w", err)
+	}
+	return out, nil
+}
+
+// CandleQuery selects candles. A zero From or To is open-ended; without
+// either, the latest Limit candles are returned.
+type CandleQuery struct {
+	Symbol   string
+	Interval string
+	From, To time.Time
+	Limit    int
+}
+
+// Candles returns candles in ascending bucket order.
+func (r *Reader) Candles(ctx context.Context, q CandleQuery) ([]Candle, error) {
+	var from, to *time.Time
+	if !q.From.IsZero() {
+		from = &q.From
+	}
+	if !q.To.IsZero() {
+		to = &q.To
+	}
+	// With only From, the earliest Limit after it; otherwise the latest.
+	order := "DESC"
+	if from != nil && to == nil {
+		order = "ASC"
+	}
+	rows, err := r.pool.Query(ctx, `
+		SELECT bucket, open, high, low, close, volume, vwap, trades,
+		       sma_5, sma_20, ema_12, ema_26, bb_upper, bb_lower, rsi_14, final
+		FROM candles
+		WHERE symbol = $1 AND interval = $2
+		  AND ($3::timestamptz IS NULL OR bucket >= $3) AND ($4::timestamptz IS NULL OR bucket <= $4)
+		ORDER BY bucket `+order+` LIMIT $5`, q.Symbol, q.Interval, from, to, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading candles: %w", err)
+	}
+	out := []Candle{}
+	var c Candle
+	_, err = pgx.ForEachRow(rows, []any{&c.Bucket, &c.Open, &c.High, &c.Low, &c.Close, &c.Volume, &c.VWAP, &c.Trades,
+		&c.SMA5, &c.SMA20, &c.EMA12, &c.EMA26, &c.BBUpper, &c.BBLower, &c.RSI14, &c.Final}, func() error {
+		c.Bucket = c.Bucket.UTC()
+		c.T = c.Bucket.Unix()
+		out = append(out, c)
+		c = Candle{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading candles: %w", err)
+	}
+	if order == "DESC" {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out, nil
+}
+
+// Trades returns a symbol's latest trades, newest first.
+func (r *Reader) Trades(ctx context.Context, sym string, limit int) ([]Trade, error) {
+	rows, err := r.pool.Query(ctx, `SELECT ts, seq, price, size, bid, ask FROM ticks
+		WHERE symbol = $1 ORDER BY ts DESC, seq DESC LIMIT $2`, sym, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading trades: %w", err)
+	}
+	out := []Trade{}
+	var t Trade
+	_, err = pgx.ForEachRow(rows, []any{&t.TS, &t.Seq, &t.Price, &t.Size, &t.Bid, &t.Ask}, func() error {
+		t.TS = t.TS.UTC()
+		out = append(out, t)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading trades: %w", err)
+	}
+	return out, nil
+}
+
+// Anomalies returns anomalies newest first, of one symbol if sym is not
+// empty, since the given time if it is not zero.
+func (r *Reader) Anomalies(ctx context.Context, sym string, since time.Time, limit int) ([]Anomaly, error) {
+	var symArg *string
+	if sym != "" {
+		symArg = &sym
+	}
+	var sinceArg *time.Time
+	if !since.IsZero() {
+		sinceArg = &since
+	}
+	rows, err := r.pool.Query(ctx, `SELECT symbol, ts, kind, severity, value, threshold, detail FROM anomalies
+		WHERE ($1::text IS NULL OR symbol = $1) AND ($2::timestamptz IS NULL OR ts >= $2)
+		ORDER BY ts DESC, id DESC LIMIT $3`, symArg, sinceArg, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading anomalies: %w", err)
+	}
+	out := []Anomaly{}
+	var a Anomaly
+	_, err = pgx.ForEachRow(rows, []any{&a.Symbol, &a.TS, &a.Kind, &a.Severity, &a.Value, &a.Threshold, &a.Detail}, func() error {
+		a.TS = a.TS.UTC()
+		out = append(out, a)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading anomalies: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,247 @@
+package web
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stockpipe/stockpipe/internal/market"
+	"github.com/stockpipe/stockpipe/internal/store"
+)
+
+// Limits on list sizes: a request may ask for less, never for more.
+const (
+	maxCandles   = 10_000
+	maxTicks     = 1_000
+	maxAnomalies = 1_000
+)
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// badParam is a request parameter problem, answered with 400.
+type badParam struct{ msg string }
+
+func (e *badParam) Error() string { return e.msg }
+
+// fail answers err: 400 for a bad parameter, 404 for an unknown symbol,
+// 503 when the database is away, 500 otherwise (logged).
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var bp *badParam
+	switch {
+	case errors.As(err, &bp):
+		writeError(w, http.StatusBadRequest, bp.msg)
+	case errors.Is(err, store.ErrUnknownSymbol):
+		writeError(w, http.StatusNotFound, err.Error())
+	case r.Context().Err() != nil:
+		// The client left; nobody reads the answer.
+	default:
+		s.log.Error("API request failed", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "the database did not answer; try again shortly")
+	}
+}
+
+// symbolParam validates the symbol parameter and checks that it is known.
+func (s *Server) symbolParam(r *http.Request, required bool) (string, error) {
+	sym := r.URL.Query().Get("symbol")
+	if sym == "" {
+		if required {
+			return "", &badParam{"symbol is required, e.g. ?symbol=AAPL"}
+		}
+		return "", nil
+	}
+	if !market.ValidSymbol(sym) {
+		return "", &badParam{"symbol " + strconv.Quote(sym) + " is not a ticker (1 to 12 of A-Z 0-9 . -, starting with a letter)"}
+	}
+	ok, err := s.read.KnownSymbol(r.Context(), sym)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("%w: %s has no data", store.ErrUnknownSymbol, sym)
+	}
+	return sym, nil
+}
+
+func timeParam(r *http.Request, name string) (time.Time, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		if secs, ierr := strconv.ParseInt(v, 10, 64); ierr == nil && secs >= 0 && secs < 1<<35 {
+			return time.Unix(secs, 0).UTC(), nil
+		}
+		return time.Time{}, &badParam{name + " " + strconv.Quote(v) + " is not an RFC 3339 time (2026-11-25T14:30:00Z) or Unix seconds"}
+	}
+	return t, nil
+}
+
+func limitParam(r *http.Request, def, max int) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, &badParam{"limit " + strconv.Quote(v) + " must be a positive integer"}
+	}
+	return min(n, max), nil
+}
+
+func (s *Server) apiSymbols(w http.ResponseWriter, r *http.Request) {
+	q, err := s.read.Quotes(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, q)
+}
+
+var intervals = map[string]bool{"1m": true, "5m": true, "1d": true}
+
+func (s *Server) apiCandles(w http.ResponseWriter, r *http.Request) {
+	q := store.CandleQuery{Interval: r.URL.Query().Get("interval")}
+	if q.Interval == "" {
+		q.Interval = "1m"
+	}
+	var err error
+	if !intervals[q.Interval] {
+		err = &badParam{"interval " + strconv.Quote(q.Interval) + " must be 1m, 5m or 1d"}
+	}
+	format := r.URL.Query().Get("format")
+	if err == nil && format != "" && format != "json" && format != "csv" {
+		err = &badParam{"format " + strconv.Quote(format) + " must be json or csv"}
+	}
+	if err == nil {
+		q.From, err = timeParam(r, "from")
+	}
+	if err == nil {
+		q.To, err = timeParam(r, "to")
+	}
+	if err == nil && !q.From.IsZero() && !q.To.IsZero() && q.To.Before(q.From) {
+		err = &badParam{"to is before from"}
+	}
+	if err == nil {
+		q.Limit, err = limitParam(r, 1000, maxCandles)
+	}
+	if err == nil {
+		q.Symbol, err = s.symbolParam(r, true)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if format == "csv" {
+		candles, err := s.read.Candles(r.Context(), q)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeCandlesCSV(w, q, candles)
+		return
+	}
+	key := fmt.Sprintf("%s|%s|%d|%d|%d", q.Symbol, q.Interval, q.From.UnixNano(), q.To.UnixNano(), q.Limit)
+	// The query runs detached from this request so that a client leaving
+	// does not fail the others sharing it.
+	ctx := context.WithoutCancel(r.Context())
+	body, err := s.cache.get(q.Symbol+"|"+q.Interval, key, func() ([]byte, error) {
+		candles, err := s.read.Candles(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(struct {
+			Symbol   string         `json:"symbol"`
+			Interval string         `json:"interval"`
+			Candles  []store.Candle `json:"candles"`
+		}{q.Symbol, q.Interval, candles})
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(body)
+}
+
+func writeCandlesCSV(w http.ResponseWriter, q store.CandleQuery, candles []store.Candle) {
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="`+q.Symbol+"-"+q.Interval+`.csv"`)
+	cw := csv.NewWriter(w)
+	_ = cw.Write(strings.Split("bucket,open,high,low,close,volume,vwap,trades,sma_5,sma_20,ema_12,ema_26,bb_upper,bb_lower,rsi_14,final", ","))
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+	opt := func(v *float64) string {
+		if v == nil {
+			return ""
+		}
+		return f(*v)
+	}
+	for _, c := range candles {
+		_ = cw.Write([]string{c.Bucket.Format(time.RFC3339), f(c.Open), f(c.High), f(c.Low), f(c.Close),
+			strconv.FormatInt(c.Volume, 10), opt(c.VWAP), strconv.FormatInt(c.Trades, 10),
+			opt(c.SMA5), opt(c.SMA20), opt(c.EMA12), opt(c.EMA26), opt(c.BBUpper), opt(c.BBLower), opt(c.RSI14),
+			strconv.FormatBool(c.Final)})
+	}
+	cw.Flush()
+}
+
+func (s *Server) apiTicks(w http.ResponseWriter, r *http.Request) {
+	limit, err := limitParam(r, 50, maxTicks)
+	var sym string
+	if err == nil {
+		sym, err = s.symbolParam(r, true)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	trades, err := s.read.Trades(r.Context(), sym, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Symbol string        `json:"symbol"`
+		Ticks  []store.Trade `json:"ticks"`
+	}{sym, trades})
+}
+
+func (s *Server) apiAnomalies(w http.ResponseWriter, r *http.Request) {
+	limit, err := limitParam(r, 100, maxAnomalies)
+	var since time.Time
+	if err == nil {
+		since, err = timeParam(r, "since")
+	}
+	var sym string
+	if err == nil {
+		sym, err = s.symbolParam(r, false)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list, err := s.read.Anomalies(r.Context(), sym, since, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Anomalies []store.Anomaly `json:"anomalies"`
+	}{list})
+}

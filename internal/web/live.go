@@ -1,0 +1,295 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stockpipe/stockpipe/internal/store"
+)
+
+// clientBuffer is how many events a slow browser may fall behind before it
+// is disconnected; EventSource reconnects it and the page reloads its state.
+const clientBuffer = 1024
+
+// message is one SSE event, already encoded.
+type message struct {
+	symbol string // "" for events every client gets
+	frame  []byte // "event: …\ndata: …\n\n"
+}
+
+type client struct {
+	symbol string // "" = every symbol
+	ch     chan []byte
+	gone   chan struct{} // closed when the hub drops a slow client
+}
+
+// hub fans live events out to the connected browsers.
+type hub struct {
+	// onCandle is called for every candle update before it is published.
+	onCandle func(symbol, interval string)
+
+	mu      sync.Mutex
+	clients map[*client]struct{}
+
+	trades   atomic.Int64 // trades announced, for ticks/s
+	lastTick atomic.Int64 // newest trade time seen, Unix nanoseconds
+	lag      atomic.Int64 // consumer lag, -1 unknown
+}
+
+func newHub() *hub {
+	h := &hub{clients: make(map[*client]struct{})}
+	h.lag.Store(-1)
+	return h
+}
+
+func (h *hub) subscribe(symbol string) *client {
+	c := &client{symbol: symbol, ch: make(chan []byte, clientBuffer), gone: make(chan struct{})}
+	h.mu.Lock()
+	h.clients[c] = struct{}{}
+	h.mu.Unlock()
+	return c
+}
+
+func (h *hub) unsubscribe(c *client) {
+	h.mu.Lock()
+	if _, ok := h.clients[c]; ok {
+		delete(h.clients, c)
+		close(c.gone)
+	}
+	h.mu.Unlock()
+}
+
+func (h *hub) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.clients)
+}
+
+// publish hands m to every interested client without ever blocking on one.
+func (h *hub) publish(m message) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		if m.symbol != "" && c.symbol != "" && c.symbol != m.symbol {
+			continue
+		}
+		select {
+		case c.ch <- m.frame:
+		default:
+			delete(h.clients, c)
+			close(c.gone)
+		}
+	}
+}
+
+func frame(event string, data []byte) []byte {
+	b := make([]byte, 0, len(event)+len(data)+16)
+	b = append(b, "event: "...)
+	b = append(b, event...)
+	b = append(b, "\ndata: "...)
+	b = append(b, data...)
+	return append(b, "\n\n"...)
+}
+
+// deliver publishes one notification payload.
+func (h *hub) deliver(payload string) error {
+	var events []store.Event
+	if err := json.Unmarshal([]byte(payload), &events); err != nil {
+		return fmt.Errorf("decoding notification: %w", err)
+	}
+	for _, e := range events {
+		if e.Kind == "candle" && h.onCandle != nil {
+			var c struct {
+				Interval string `json:"interval"`
+			}
+			if json.Unmarshal(e.Data, &c) == nil {
+				h.onCandle(e.Symbol, c.Interval)
+			}
+		}
+		if e.Kind == "tick" {
+			var t struct {
+				Count int       `json:"count"`
+				TS    time.Time `json:"ts"`
+			}
+			if json.Unmarshal(e.Data, &t) == nil {
+				h.trades.Add(int64(t.Count))
+				for {
+					old := h.lastTick.Load()
+					if t.TS.UnixNano() <= old || h.lastTick.CompareAndSwap(old, t.TS.UnixNano()) {
+						break
+					}
+				}
+			}
+		}
+		h.publish(message{symbol: e.Symbol, frame: frame(e.Kind, e.Data)})
+	}
+	return nil
+}
+
+// listen holds a connection LISTENing on the notification channel and
+// delivers what arrives, reconnecting with backoff when the database goes
+// away.
+func (s *Server) listen(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, s.cfg.Pool)
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("live updates interrupted; reconnecting", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	return nil
+}
+
+func (s *Server) listenOnce(ctx context.Context, pool *pgxpool.Pool) error {
+	pc, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection goes into LISTEN mode; it must not go back to the
+	// pool.
+	conn := pc.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+store.Channel); err != nil {
+		return err
+	}
+	s.log.Info("listening for live updates", "channel", store.Channel)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		if err := s.hub.deliver(n.Payload); err != nil {
+			s.log.Warn("dropping a live update", "err", err)
+		}
+	}
+}
+
+// status publishes ticks/s, the age of the newest trade and the consumer
+// lag once a second.
+func (s *Server) status(ctx context.Context) {
+	var adm *kadm.Client
+	if len(s.cfg.Kafka.Brokers) > 0 {
+		cl, err := kgo.NewClient(s.cfg.Kafka.Opts()...)
+		if err != nil {
+			s.log.Warn("consumer lag unavailable", "err", err)
+		} else {
+			defer cl.Close()
+			adm = kadm.NewClient(cl)
+		}
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last, lastAt := s.hub.trades.Load(), time.Now()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if adm != nil && i%2 == 0 {
+			s.hub.lag.Store(groupLag(ctx, adm, s.cfg.Group))
+		}
+		now := time.Now()
+		n := s.hub.trades.Load()
+		st := struct {
+			TPS   float64  `json:"ticks_per_s"`
+			Age   *float64 `json:"last_tick_age_s"`
+			Lag   *int64   `json:"consumer_lag"`
+			Conns int      `json:"clients"`
+		}{TPS: float64(n-last) / now.Sub(lastAt).Seconds(), Conns: s.hub.count()}
+		last, lastAt = n, now
+		if lt := s.hub.lastTick.Load(); lt > 0 {
+			age := now.Sub(time.Unix(0, lt)).Seconds()
+			st.Age = &age
+		}
+		if lag := s.hub.lag.Load(); lag >= 0 {
+			st.Lag = &lag
+		}
+		data, _ := json.Marshal(st)
+		s.hub.publish(message{frame: frame("status", data)})
+	}
+}
+
+// groupLag returns the total lag of group, or -1 if it cannot be read.
+func groupLag(ctx context.Context, adm *kadm.Client, group string) int64 {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	lags, err := adm.Lag(ctx, group)
+	if err != nil {
+		return -1
+	}
+	l, ok := lags[group]
+	if !ok || l.Error() != nil {
+		return -1
+	}
+	return l.Lag.Total()
+}
+
+// apiStream is the Server-Sent Events endpoint.
+func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
+	sym, err := s.symbolParam(r, false)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	c := s.hub.subscribe(sym)
+	defer s.hub.unsubscribe(c)
+	// Tell EventSource how soon to come back after a drop.
+	if _, err := w.Write([]byte("retry: 1000\n: connected\n\n")); err != nil {
+		return
+	}
+	_ = rc.Flush()
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		var b []byte
+		select {
+		case <-r.Context().Done():
+			return
+		case <-c.gone:
+			return
+		case <-keepalive.C:
+			b = []byte(": keepalive\n\n")
+		case b = <-c.ch:
+		}
+		// A browser that stops reading must not hold the handler forever.
+		_ = rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := w.Write(b); err != nil {
+			return
+		}
+		// Send what is queued in one flush.
+	drain:
+		for range 64 {
+			select {
+			case b = <-c.ch:
+				if _, err := w.Write(b); err != nil {
+					return
+				}
+			default:
+				break drain
+			}
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,54 @@
+package web
+
+import (
+	"bytes"
+	"net/http"
+	"time"
+
+	"github.com/stockpipe/stockpipe/internal/market"
+)
+
+func (s *Server) render(w http.ResponseWriter, status int, name string, data any) {
+	// Render to a buffer first so a template error is a clean 500, not half
+	// a page.
+	var buf bytes.Buffer
+	if err := s.pages.ExecuteTemplate(&buf, name, data); err != nil {
+		s.log.Error("rendering page", "page", name, "err", err)
+		http.Error(w, "the page could not be rendered", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
+	s.render(w, http.StatusOK, "overview.html", struct{ Title, Version string }{"stockpipe — market overview", s.cfg.Version})
+}
+
+func (s *Server) symbolPage(w http.ResponseWriter, r *http.Request) {
+	sym := r.PathValue("symbol")
+	if !market.ValidSymbol(sym) {
+		http.Error(w, "not a ticker: "+sym, http.StatusNotFound)
+		return
+	}
+	q := r.URL.Query()
+	iv := q.Get("interval")
+	if !intervals[iv] {
+		iv = "1m"
+	}
+	rng := q.Get("range")
+	switch rng {
+	case "1h", "1d", "5d", "all":
+	default:
+		rng = "1d"
+	}
+	at := ""
+	if t, err := time.Parse(time.RFC3339Nano, q.Get("at")); err == nil {
+		at = t.UTC().Format(time.RFC3339Nano)
+	}
+	s.render(w, http.StatusOK, "symbol.html", struct {
+		Title, Version, Symbol, Interval, Range, At string
+	}{sym + " — stockpipe", s.cfg.Version, sym, iv, rng, at})
+}

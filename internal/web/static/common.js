@@ -1,0 +1,249 @@
+// Shared helpers for the dashboard pages: JSON fetching, the live event
+// stream, and number/time formatting.
+
+/** An Error carrying the HTTP status of a failed API call (0: no response). */
+export class APIError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.name = 'APIError';
+    this.status = status;
+  }
+}
+
+/**
+ * Fetches url and returns its parsed JSON body. A non-2xx answer throws an
+ * APIError with the server's {"error": "..."} message when it sent one.
+ */
+export async function fetchJSON(url, { signal } = {}) {
+  let res;
+  try {
+    res = await fetch(url, { headers: { Accept: 'application/json' }, signal });
+  } catch (err) {
+    if (err.name === 'AbortError') throw err;
+    throw new APIError(`network error: ${err.message}`, 0);
+  }
+  const text = await res.text();
+  let body = null;
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      if (res.ok) throw new APIError(`unreadable answer from ${url}`, res.status);
+    }
+  }
+  if (!res.ok) {
+    const msg = body && typeof body.error === 'string' && body.error
+      ? body.error
+      : `${res.status} ${res.statusText}`.trim();
+    throw new APIError(msg, res.status);
+  }
+  return body;
+}
+
+/**
+ * Opens a Server-Sent Events stream at path. handlers maps event names
+ * ("tick", "candle", ...) to functions called with the parsed JSON data;
+ * handlers.reconnected (optional) runs when the stream opens again after a
+ * failure, so the page can re-read what it missed. The #conn banner shows
+ * while the connection is down and #conn-state (if present) names the state.
+ * EventSource retries by itself; when the browser gives up (for example on
+ * a non-2xx answer) the stream is reopened here with a growing delay.
+ * Returns { close() }.
+ */
+export function openStream(path, handlers) {
+  const banner = document.getElementById('conn');
+  let es = null;
+  let failed = false;
+  let closed = false;
+  let retryDelay = 1000;
+  let retryTimer = 0;
+
+  const connect = () => {
+    es = new EventSource(path);
+    es.addEventListener('open', () => {
+      retryDelay = 1000;
+      setConnState('live');
+      if (banner) banner.hidden = true;
+      if (failed) {
+        failed = false;
+        if (handlers.reconnected) handlers.reconnected();
+      }
+    });
+    es.addEventListener('error', () => {
+      if (closed) return;
+      failed = true;
+      setConnState('reconnecting');
+      if (banner) banner.hidden = false;
+      if (es.readyState === EventSource.CLOSED) {
+        clearTimeout(retryTimer);
+        retryTimer = setTimeout(connect, retryDelay);
+        retryDelay = Math.min(retryDelay * 2, 30000);
+      }
+    });
+    for (const [name, fn] of Object.entries(handlers)) {
+      if (name === 'reconnected') continue;
+      es.addEventListener(name, (ev) => {
+        let data;
+        try {
+          data = JSON.parse(ev.data);
+        } catch {
+          console.warn(`stream: unreadable ${name} event`, ev.data);
+          return;
+        }
+        fn(data);
+      });
+    }
+  };
+
+  connect();
+  return {
+    close() {
+      closed = true;
+      clearTimeout(retryTimer);
+      if (es) es.close();
+      if (banner) banner.hidden = true;
+      setConnState('closed');
+    },
+  };
+}
+
+function setConnState(state) {
+  const el = document.getElementById('conn-state');
+  if (!el) return;
+  el.dataset.state = state;
+  el.textContent = { live: 'live', reconnecting: 'reconnecting…', closed: 'not connected' }[state] || 'connecting…';
+}
+
+/** Shows message in the #error box, or hides the box when message is empty. */
+export function showError(message) {
+  const box = document.getElementById('error');
+  if (!box) return;
+  box.textContent = message || '';
+  box.hidden = !message;
+}
+
+// ---- formatting ----------------------------------------------------------
+
+// Numbers use one fixed style (a "." decimal point, "," grouping) so tables
+// match the chart's axes; prices are never grouped (189.23, 1234.50).
+const NUM_LOCALE = 'en-US';
+const priceFmt2 = new Intl.NumberFormat(NUM_LOCALE, { minimumFractionDigits: 2, maximumFractionDigits: 2, useGrouping: false });
+const priceFmt4 = new Intl.NumberFormat(NUM_LOCALE, { minimumFractionDigits: 2, maximumFractionDigits: 4, useGrouping: false });
+const intFmt = new Intl.NumberFormat(NUM_LOCALE, { maximumFractionDigits: 0 });
+const oneDecFmt = new Intl.NumberFormat(NUM_LOCALE, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+const compactFmt = new Intl.NumberFormat(NUM_LOCALE, { notation: 'compact', maximumFractionDigits: 1 });
+
+/** A price: two decimals, up to four below 1, no grouping. "–" for a missing value. */
+export function fmtPrice(v) {
+  if (v == null || !Number.isFinite(v)) return '–';
+  return (Math.abs(v) < 1 ? priceFmt4 : priceFmt2).format(v);
+}
+
+/** A whole number with grouping; "–" for a missing value. */
+export function fmtInt(v) {
+  if (v == null || !Number.isFinite(v)) return '–';
+  return intFmt.format(v);
+}
+
+/** A volume: grouped below a million, compact (1.2M) above. */
+export function fmtVolume(v) {
+  if (v == null || !Number.isFinite(v)) return '–';
+  return Math.abs(v) >= 1e6 ? compactFmt.format(v) : intFmt.format(v);
+}
+
+/** One decimal place; "–" for a missing value. */
+export function fmtDec1(v) {
+  if (v == null || !Number.isFinite(v)) return '–';
+  return oneDecFmt.format(v);
+}
+
+/** A signed change with an arrow so the direction does not rely on colour. */
+export function fmtChange(v, suffix = '') {
+  if (v == null || !Number.isFinite(v)) return '–';
+  const body = (Math.abs(v) < 1 && suffix === '' ? priceFmt4 : priceFmt2).format(Math.abs(v));
+  if (v > 0) return `▲ +${body}${suffix}`;
+  if (v < 0) return `▼ −${body}${suffix}`;
+  return `${body}${suffix}`;
+}
+
+/** "up", "down" or "flat" for a signed number. */
+export function direction(v) {
+  return v > 0 ? 'up' : v < 0 ? 'down' : 'flat';
+}
+
+/** A duration in seconds, short: 0.12 s, 4.3 s, 2 min 5 s, 1 h 20 min. */
+export function fmtAge(s) {
+  if (s == null || !Number.isFinite(s)) return '–';
+  if (s < 10) return `${s.toFixed(2)} s`;
+  if (s < 60) return `${s.toFixed(1)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+const dateTimeFmt = new Intl.DateTimeFormat(undefined, {
+  year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
+});
+
+/** The local wall-clock time of an RFC 3339 string or Date, with milliseconds if asked. */
+export function fmtTime(ts, withMillis = false) {
+  const d = ts instanceof Date ? ts : new Date(ts);
+  if (Number.isNaN(d.getTime())) return '–';
+  const base = timeFmt.format(d);
+  return withMillis ? `${base}.${String(d.getMilliseconds()).padStart(3, '0')}` : base;
+}
+
+/** The local date and time of an RFC 3339 string or Date. */
+export function fmtDateTime(ts) {
+  const d = ts instanceof Date ? ts : new Date(ts);
+  if (Number.isNaN(d.getTime())) return '–';
+  return dateTimeFmt.format(d);
+}
+
+/** Unix seconds as RFC 3339 in UTC without fractional seconds. */
+export function isoFromUnix(sec) {
+  return new Date(sec * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+/** The link to a symbol's page centred on an anomaly's moment. */
+export function anomalyHref(a, interval = '1m', range = '1h') {
+  const q = new URLSearchParams({ at: a.ts, interval, range });
+  return `/symbol/${encodeURIComponent(a.symbol)}?${q}`;
+}
+
+/** A human label for an anomaly kind: "price_jump" → "price jump". */
+export function kindLabel(kind) {
+  return String(kind || '').replace(/_/g, ' ');
+}
+
+/** Builds an element: el('td', {className: 'num'}, 'text', child, ...). */
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'dataset') Object.assign(node.dataset, v);
+    else if (k in node) node[k] = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) {
+    if (c == null) continue;
+    node.append(c instanceof Node ? c : String(c));
+  }
+  return node;
+}
+
+/**
+ * Renders one anomaly as an <li data-kind=… data-severity=…>: time, a text
+ * severity label, a link to the symbol's chart at that moment, the detail.
+ */
+export function anomalyItem(a, { showSymbol = true, interval = '1m', range = '1h' } = {}) {
+  const sev = ['low', 'medium', 'high'].includes(a.severity) ? a.severity : 'low';
+  const linkText = showSymbol ? `${a.symbol} ${kindLabel(a.kind)}` : kindLabel(a.kind);
+  return el('li', { className: `anomaly sev-${sev}`, dataset: { kind: a.kind, severity: sev, symbol: a.symbol, ts: a.ts } },
+    el('span', { className: `sev-badge sev-${sev}` }, sev),
+    ' ',
+    el('time', { className: 'anomaly-time', dateTime: a.ts, title: fmtDateTime(a.ts) }, fmtTime(a.ts)),
+    ' ',
+    el('a', { href: anomalyHref(a, interval, range), className: 'anomaly-link' }, linkText),
+    el('span', { className: 'anomaly-detail' }, a.detail || ''),
+  );
+}

@@ -1,0 +1,625 @@
+// The symbol page: candlestick chart with volume, indicator overlays, an
+// RSI pane and anomaly markers (TradingView Lightweight Charts™, loaded as
+// the global LightweightCharts), plus the latest trades, all live from
+// /api/stream?symbol=SYM.
+
+// The shared helpers are loaded with this module's own ?v= query so that a
+// new release never mixes old and new modules.
+const {
+  fetchJSON, openStream, showError, el, anomalyItem, kindLabel,
+  fmtPrice, fmtVolume, fmtInt, fmtDec1, fmtTime, fmtDateTime, isoFromUnix,
+} = await import(`./common.js${new URL(import.meta.url).search}`);
+
+const INTERVALS = { '1m': 60, '5m': 300, '1d': 86400 };
+const RANGES = { '1h': 3600, '1d': 86400, '5d': 5 * 86400, all: null };
+const MAX_CANDLES = 10000;
+const MAX_TRADES = 50;
+const MAX_ANOMALIES = 100;
+
+const COLORS = {
+  up: '#3fb950',
+  down: '#f85149',
+  volUp: 'rgba(63, 185, 80, 0.40)',
+  volDown: 'rgba(248, 81, 73, 0.40)',
+  text: '#c9d1d9',
+  grid: '#21262d',
+  border: '#30363d',
+  rsi: '#d2a8ff',
+  guide: '#8b949e',
+  sev: { high: '#ff7b72', medium: '#f0883e', low: '#e3b341' },
+};
+
+// Indicator overlays: checkbox key → candle fields drawn as lines.
+const INDICATORS = {
+  sma5: { label: 'SMA 5', lines: [{ field: 'sma_5', color: '#58a6ff' }] },
+  sma20: { label: 'SMA 20', lines: [{ field: 'sma_20', color: '#f2cc60' }] },
+  ema12: { label: 'EMA 12', lines: [{ field: 'ema_12', color: '#56d4dd' }] },
+  ema26: { label: 'EMA 26', lines: [{ field: 'ema_26', color: '#ff9bce' }] },
+  bb: { label: 'BB', lines: [{ field: 'bb_upper', color: '#a5a5ff' }, { field: 'bb_lower', color: '#a5a5ff' }] },
+  vwap: { label: 'VWAP', lines: [{ field: 'vwap', color: '#ffa657' }] },
+};
+
+const body = document.body.dataset;
+const symbol = body.symbol || decodeURIComponent(location.pathname.split('/').pop() || '');
+const state = {
+  interval: Object.hasOwn(INTERVALS, body.interval) ? body.interval : '1m',
+  range: Object.hasOwn(RANGES, body.range) ? body.range : '1d',
+  at: body.at && !Number.isNaN(Date.parse(body.at)) ? body.at : '',
+  indicators: new Set(loadIndicatorChoice()),
+};
+
+const chartEl = document.getElementById('chart');
+const legendEl = document.getElementById('legend');
+const tipEl = document.getElementById('marker-tip');
+const emptyEl = document.getElementById('empty');
+const chartNoteEl = document.getElementById('chart-note');
+const tradesEl = document.getElementById('trades');
+const lastPriceEl = document.getElementById('last-price');
+const csvLink = document.getElementById('csv');
+const symAnomaliesEl = document.getElementById('sym-anomalies');
+const symAnomaliesEmpty = document.getElementById('sym-anomalies-empty');
+
+// Data behind the chart: candle rows by bucket time (unix seconds), times ascending.
+let byTime = new Map();
+let times = [];
+let anomalies = []; // as from /api/anomalies, any order
+let markersByTime = new Map();
+let crosshairActive = false;
+
+// Read-only hooks for browser tests.
+window.stockpipe = {
+  candleCount: () => (candles ? candles.data().length : 0),
+  lastCandle: () => {
+    const t = times[times.length - 1];
+    return t == null ? null : { ...byTime.get(t), time: t };
+  },
+  markerCount: () => (markers ? markers.markers().length : 0),
+  interval: state.interval,
+  loaded: false,
+};
+
+// ---- the chart ------------------------------------------------------------------
+
+const LWC = window.LightweightCharts;
+let chart = null;
+let candles = null;
+let volume = null;
+let rsi = null;
+let markers = null;
+const lineSeries = {}; // indicator key → [series]
+
+// Candle times are UTC bucket starts. Intraday times are shown in the
+// reader's own time zone; daily candles by their UTC date.
+const dateOpts = { month: 'short', day: 'numeric' };
+const clockOpts = { hour: '2-digit', minute: '2-digit', hour12: false };
+const formatters = new Map();
+function fmtWith(opts, sec) {
+  const daily = state.interval === '1d';
+  const key = JSON.stringify(opts) + daily;
+  if (!formatters.has(key)) formatters.set(key, new Intl.DateTimeFormat(undefined, daily ? { ...opts, timeZone: 'UTC' } : opts));
+  return formatters.get(key).format(new Date(sec * 1000));
+}
+
+/** A crosshair or legend label for a bar time. */
+function fmtBarTime(sec) {
+  return state.interval === '1d'
+    ? fmtWith({ year: 'numeric', ...dateOpts }, sec)
+    : fmtWith({ ...dateOpts, ...clockOpts }, sec);
+}
+
+/** A time-axis tick label; type is LightweightCharts.TickMarkType. */
+function fmtTick(sec, type) {
+  if (type === 0) return fmtWith({ year: 'numeric' }, sec);
+  if (type === 1) return fmtWith({ month: 'short' }, sec);
+  if (type === 2 || state.interval === '1d') return fmtWith(dateOpts, sec);
+  return fmtWith(clockOpts, sec);
+}
+
+function createChart() {
+  chart = LWC.createChart(chartEl, {
+    autoSize: true,
+    layout: {
+      background: { type: LWC.ColorType.Solid, color: '#0d1117' },
+      textColor: COLORS.text,
+      fontFamily: getComputedStyle(document.body).fontFamily,
+      attributionLogo: false, // attribution is a visible link under the chart
+      panes: { separatorColor: COLORS.border },
+    },
+    grid: { vertLines: { color: COLORS.grid }, horzLines: { color: COLORS.grid } },
+    crosshair: { mode: LWC.CrosshairMode.Normal },
+    rightPriceScale: { borderColor: COLORS.border },
+    timeScale: {
+      borderColor: COLORS.border,
+      timeVisible: true,
+      secondsVisible: false,
+      tickMarkFormatter: (t, type) => fmtTick(t, type),
+    },
+    localization: { timeFormatter: (t) => fmtBarTime(t) },
+  });
+
+  candles = chart.addSeries(LWC.CandlestickSeries, {
+    upColor: COLORS.up, downColor: COLORS.down, borderVisible: false,
+    wickUpColor: COLORS.up, wickDownColor: COLORS.down,
+    priceScaleId: 'right',
+  });
+  candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.25 } });
+
+  volume = chart.addSeries(LWC.HistogramSeries, {
+    priceScaleId: 'volume', priceFormat: { type: 'volume' },
+    lastValueVisible: false, priceLineVisible: false,
+  });
+  volume.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+
+  for (const [key, ind] of Object.entries(INDICATORS)) {
+    lineSeries[key] = ind.lines.map((l) => chart.addSeries(LWC.LineSeries, {
+      color: l.color, lineWidth: key === 'bb' ? 1 : 2,
+      lineStyle: key === 'bb' ? LWC.LineStyle.Dashed : LWC.LineStyle.Solid,
+      priceLineVisible: false, lastValueVisible: false, crosshairMarkerVisible: false,
+      visible: state.indicators.has(key),
+    }));
+  }
+
+  rsi = chart.addSeries(LWC.LineSeries, {
+    color: COLORS.rsi, lineWidth: 1.5, priceLineVisible: false, lastValueVisible: true,
+    priceFormat: { type: 'price', precision: 1, minMove: 0.1 },
+    autoscaleInfoProvider: () => ({ priceRange: { minValue: 0, maxValue: 100 } }),
+  }, 1);
+  for (const price of [30, 70]) {
+    rsi.createPriceLine({
+      price, color: COLORS.guide, lineWidth: 1, lineStyle: LWC.LineStyle.Dashed,
+      axisLabelVisible: true, title: '',
+    });
+  }
+  const panes = chart.panes();
+  if (panes[0]) panes[0].setStretchFactor(3);
+  if (panes[1]) panes[1].setStretchFactor(1);
+
+  markers = LWC.createSeriesMarkers(candles, []);
+  chart.subscribeCrosshairMove(onCrosshair);
+}
+
+const num = (v) => (v == null || !Number.isFinite(v) ? null : v);
+
+function barsOf(c) {
+  const up = c.close >= c.open;
+  return {
+    candle: { time: c.t, open: c.open, high: c.high, low: c.low, close: c.close },
+    volume: { time: c.t, value: c.volume, color: up ? COLORS.volUp : COLORS.volDown },
+  };
+}
+
+// A line point, or whitespace where the indicator is not defined yet.
+function linePoint(c, field) {
+  const v = num(c[field]);
+  return v == null || (field === 'vwap' && v === 0) ? { time: c.t } : { time: c.t, value: v };
+}
+
+function setAllData(rows) {
+  byTime = new Map();
+  times = [];
+  for (const c of rows) {
+    if (!byTime.has(c.t)) times.push(c.t);
+    byTime.set(c.t, c);
+  }
+  times.sort((a, b) => a - b);
+  const sorted = times.map((t) => byTime.get(t));
+  const bars = sorted.map(barsOf);
+  candles.setData(bars.map((b) => b.candle));
+  volume.setData(bars.map((b) => b.volume));
+  for (const [key, ind] of Object.entries(INDICATORS)) {
+    ind.lines.forEach((l, i) => lineSeries[key][i].setData(sorted.map((c) => linePoint(c, l.field))));
+  }
+  rsi.setData(sorted.map((c) => linePoint(c, 'rsi_14')));
+  emptyEl.hidden = times.length > 0;
+}
+
+// Applies one streamed candle: updates the forming bar or appends a new one.
+function applyCandle(c) {
+  if (c.interval !== state.interval || !Number.isFinite(c.t)) return;
+  const last = times[times.length - 1];
+  const isNew = !byTime.has(c.t);
+  if (last != null && c.t < last && isNew) return; // an unknown old bar: cannot insert it
+  const historical = last != null && c.t < last;
+  byTime.set(c.t, c);
+  if (isNew) times.push(c.t);
+  const b = barsOf(c);
+  try {
+    candles.update(b.candle, historical);
+    volume.update(b.volume, historical);
+    for (const [key, ind] of Object.entries(INDICATORS)) {
+      ind.lines.forEach((l, i) => lineSeries[key][i].update(linePoint(c, l.field), historical));
+    }
+    rsi.update(linePoint(c, 'rsi_14'), historical);
+  } catch (err) {
+    console.warn('chart update failed', err);
+  }
+  emptyEl.hidden = true;
+  chartNoteEl.hidden = true;
+  if (isNew) refreshMarkers();
+  if (!crosshairActive) renderLegend(null);
+}
+
+// ---- markers and anomalies ---------------------------------------------------------
+
+const SHORT_KIND = {
+  price_jump: 'jump', volume_burst: 'volume', spread_blowout: 'spread',
+  band_break: 'band', vwap_deviation: 'vwap', seq_gap: 'gap', stale: 'stale',
+};
+
+const anomalyKey = (a) => `${a.kind}@${a.ts}`;
+
+// The bucket an anomaly falls in at the current interval.
+const bucketOf = (ts) => {
+  const n = INTERVALS[state.interval];
+  return Math.floor(Date.parse(ts) / 1000 / n) * n;
+};
+
+function refreshMarkers() {
+  markersByTime = new Map();
+  for (const a of anomalies) {
+    const t = bucketOf(a.ts);
+    if (!byTime.has(t)) continue;
+    if (!markersByTime.has(t)) markersByTime.set(t, []);
+    markersByTime.get(t).push(a);
+  }
+  const list = [];
+  for (const [t, group] of [...markersByTime].sort((x, y) => x[0] - y[0])) {
+    group.sort((x, y) => Date.parse(x.ts) - Date.parse(y.ts));
+    for (const a of group) {
+      list.push({
+        time: t, position: 'aboveBar', shape: 'arrowDown',
+        color: COLORS.sev[a.severity] || COLORS.sev.low,
+        text: SHORT_KIND[a.kind] || kindLabel(a.kind),
+        id: anomalyKey(a),
+      });
+    }
+  }
+  markers.setMarkers(list);
+}
+
+function renderAnomalyList() {
+  const sorted = [...anomalies].sort((x, y) => Date.parse(y.ts) - Date.parse(x.ts)).slice(0, 20);
+  symAnomaliesEl.replaceChildren(...sorted.map((a) => anomalyItem(a, { showSymbol: false, interval: state.interval, range: state.range })));
+  symAnomaliesEmpty.hidden = sorted.length > 0;
+}
+
+function addAnomaly(a) {
+  if (a.symbol !== symbol || anomalies.some((x) => anomalyKey(x) === anomalyKey(a))) return;
+  anomalies.unshift(a);
+  if (anomalies.length > 2 * MAX_ANOMALIES) {
+    anomalies.sort((x, y) => Date.parse(y.ts) - Date.parse(x.ts));
+    anomalies.length = MAX_ANOMALIES; // keep the newest
+  }
+  refreshMarkers();
+  renderAnomalyList();
+}
+
+// ---- legend and marker tooltip --------------------------------------------------------
+
+function legendItem(label, value, cls) {
+  return el('span', { className: `lg-item${cls ? ` ${cls}` : ''}` }, el('span', { className: 'lg-label' }, label), ' ', value);
+}
+
+function renderLegend(t) {
+  const c = byTime.get(t ?? times[times.length - 1]);
+  if (!c) {
+    legendEl.replaceChildren(el('span', { className: 'lg-title' }, `${symbol} · ${state.interval}`));
+    return;
+  }
+  const dir = c.close >= c.open ? 'up' : 'down';
+  const parts = [
+    el('span', { className: 'lg-title' }, `${symbol} · ${state.interval}`),
+    el('span', { className: 'lg-time' }, fmtBarTime(c.t) + (c.final === false ? ' (forming)' : '')),
+    legendItem('O', fmtPrice(c.open)), legendItem('H', fmtPrice(c.high)),
+    legendItem('L', fmtPrice(c.low)), legendItem('C', fmtPrice(c.close), dir),
+    legendItem('V', fmtVolume(c.volume)),
+  ];
+  const ind = [];
+  for (const [key, def] of Object.entries(INDICATORS)) {
+    if (!state.indicators.has(key)) continue;
+    const vals = def.lines.map((l) => fmtPrice(num(c[l.field]))).join(' / ');
+    ind.push(legendItem(def.label, vals, `ind-${key}`));
+  }
+  ind.push(legendItem('RSI 14', fmtDec1(num(c.rsi_14)), 'ind-rsi'));
+  legendEl.replaceChildren(el('div', { className: 'lg-row' }, ...parts), el('div', { className: 'lg-row' }, ...ind));
+}
+
+function onCrosshair(param) {
+  crosshairActive = param.time != null && param.point != null;
+  renderLegend(crosshairActive ? param.time : null);
+  const group = crosshairActive ? markersByTime.get(param.time) : null;
+  if (!group) {
+    tipEl.hidden = true;
+    return;
+  }
+  tipEl.replaceChildren(...group.map((a) => el('div', { className: `tip-item sev-${a.severity}` },
+    el('strong', {}, `${kindLabel(a.kind)} · ${a.severity}`), ' ',
+    el('span', { className: 'muted' }, fmtTime(a.ts, true)),
+    el('div', {}, a.detail || ''))));
+  tipEl.hidden = false;
+  // Place it beside the crosshair, kept inside the chart box.
+  const box = chartEl.getBoundingClientRect();
+  const w = tipEl.offsetWidth;
+  const h = tipEl.offsetHeight;
+  let x = param.point.x + 16;
+  if (x + w > box.width - 8) x = Math.max(8, param.point.x - w - 16);
+  let y = param.point.y + 16;
+  if (y + h > box.height - 8) y = Math.max(8, param.point.y - h - 16);
+  tipEl.style.left = `${x}px`;
+  tipEl.style.top = `${y}px`;
+}
+
+// ---- trades ---------------------------------------------------------------------
+
+let newestTrade = null; // {ms, seq} of the newest row shown
+
+const isNewer = (tr, ref) => {
+  if (!ref) return true;
+  const ms = Date.parse(tr.ts);
+  return ms > ref.ms || (ms === ref.ms && tr.seq > ref.seq);
+};
+
+function tradeRow(tr, prevPrice) {
+  const dir = prevPrice == null || tr.price === prevPrice ? '' : tr.price > prevPrice ? 'up' : 'down';
+  return el('tr', { dataset: { seq: String(tr.seq) } },
+    el('td', {}, el('time', { dateTime: tr.ts }, fmtTime(tr.ts, true))),
+    el('td', { className: `num ${dir}` }, (dir === 'up' ? '▲ ' : dir === 'down' ? '▼ ' : '') + fmtPrice(tr.price)),
+    el('td', { className: 'num' }, fmtInt(tr.size)),
+    el('td', { className: 'num col-quote' }, fmtPrice(tr.bid)),
+    el('td', { className: 'num col-quote' }, fmtPrice(tr.ask)),
+  );
+}
+
+// Adds trades (newest first) above the rows shown, skipping ones already shown.
+function addTrades(list) {
+  const fresh = list.filter((tr) => isNewer(tr, newestTrade));
+  if (!fresh.length) return;
+  const firstRow = tradesEl.firstElementChild;
+  const prevShown = firstRow ? Number(firstRow.dataset.price) : null;
+  const rowsToAdd = fresh.map((tr, i) => {
+    const prev = i + 1 < fresh.length ? fresh[i + 1].price : prevShown;
+    const row = tradeRow(tr, Number.isFinite(prev) ? prev : null);
+    row.dataset.price = String(tr.price);
+    return row;
+  });
+  tradesEl.prepend(...rowsToAdd);
+  while (tradesEl.children.length > MAX_TRADES) tradesEl.lastElementChild.remove();
+  newestTrade = { ms: Date.parse(fresh[0].ts), seq: fresh[0].seq };
+}
+
+function applyTick(ev) {
+  if (ev.symbol !== symbol) return;
+  lastPriceEl.textContent = fmtPrice(ev.price);
+  if (Array.isArray(ev.trades)) addTrades(ev.trades);
+}
+
+async function loadTrades() {
+  tradeGate.close();
+  try {
+    const res = await fetchJSON(`/api/ticks?symbol=${encodeURIComponent(symbol)}&limit=${MAX_TRADES}`);
+    const list = (res && res.ticks) || [];
+    tradesEl.replaceChildren();
+    newestTrade = null;
+    addTrades(list);
+    if (list.length && !lastPriceEl.textContent) lastPriceEl.textContent = fmtPrice(list[0].price);
+  } finally {
+    tradeGate.open();
+  }
+}
+
+// ---- controls and URL state -------------------------------------------------------------
+
+function loadIndicatorChoice() {
+  try {
+    const v = JSON.parse(localStorage.getItem('stockpipe.indicators') || '[]');
+    return Array.isArray(v) ? v.filter((k) => Object.hasOwn(INDICATORS, k)) : [];
+  } catch {
+    return [];
+  }
+}
+
+function syncControls() {
+  for (const b of document.querySelectorAll('button[data-interval]')) {
+    b.setAttribute('aria-pressed', String(b.dataset.interval === state.interval));
+  }
+  for (const b of document.querySelectorAll('button[data-range]')) {
+    b.setAttribute('aria-pressed', String(b.dataset.range === state.range));
+  }
+  for (const cb of document.querySelectorAll('input[data-ind]')) {
+    cb.checked = state.indicators.has(cb.dataset.ind);
+  }
+  const note = document.getElementById('at-note');
+  note.hidden = !state.at;
+  if (state.at) {
+    const t = document.getElementById('at-time');
+    t.dateTime = state.at;
+    t.textContent = fmtDateTime(state.at);
+  }
+  const q = new URLSearchParams({ interval: state.interval, range: state.range });
+  if (state.at) q.set('at', state.at);
+  history.replaceState(null, '', `${location.pathname}?${q}`);
+  window.stockpipe.interval = state.interval;
+}
+
+function setCsvLink(from) {
+  const q = new URLSearchParams({ symbol, interval: state.interval, limit: String(MAX_CANDLES), format: 'csv' });
+  if (from != null) q.set('from', isoFromUnix(from));
+  csvLink.href = `/api/candles?${q}`;
+  csvLink.download = `${symbol}-${state.interval}.csv`;
+}
+
+for (const b of document.querySelectorAll('button[data-interval]')) {
+  b.addEventListener('click', () => {
+    if (state.interval === b.dataset.interval) return;
+    state.interval = b.dataset.interval;
+    syncControls();
+    load();
+  });
+}
+for (const b of document.querySelectorAll('button[data-range]')) {
+  b.addEventListener('click', () => {
+    if (state.range === b.dataset.range) return;
+    state.range = b.dataset.range;
+    syncControls();
+    load();
+  });
+}
+for (const cb of document.querySelectorAll('input[data-ind]')) {
+  cb.addEventListener('change', () => {
+    const key = cb.dataset.ind;
+    if (cb.checked) state.indicators.add(key);
+    else state.indicators.delete(key);
+    for (const s of lineSeries[key] || []) s.applyOptions({ visible: cb.checked });
+    try {
+      localStorage.setItem('stockpipe.indicators', JSON.stringify([...state.indicators]));
+    } catch { /* storage may be unavailable */ }
+    if (!crosshairActive) renderLegend(null);
+  });
+}
+document.getElementById('fit').addEventListener('click', () => chart && chart.timeScale().fitContent());
+document.getElementById('clear-at').addEventListener('click', () => {
+  state.at = '';
+  syncControls();
+  load();
+});
+
+// ---- loading -----------------------------------------------------------------------------
+
+// A gate holds stream events while a fetch is in flight and applies them,
+// in order, once it opens, so nothing in between is lost or overwritten.
+function makeGate() {
+  let isOpen = false;
+  const held = [];
+  return {
+    wrap: (fn) => (data) => (isOpen ? fn(data) : held.push(() => fn(data))),
+    open() {
+      isOpen = true;
+      for (const fn of held.splice(0)) fn();
+    },
+    close() { isOpen = false; },
+  };
+}
+const chartGate = makeGate();
+const tradeGate = makeGate();
+
+let loadGen = 0;
+
+// Reads candles for the current interval and range, plus anomalies, and
+// positions the chart. Stream events that arrive meanwhile are held by
+// chartGate and applied afterwards.
+async function load() {
+  const gen = ++loadGen;
+  chartGate.close();
+  window.stockpipe.loaded = false;
+  window.stockpipe.interval = state.interval;
+  const ivs = INTERVALS[state.interval];
+  const span = RANGES[state.range];
+  const sym = encodeURIComponent(symbol);
+  try {
+    // The range ends at the latest candle (or is centred on `at`), so a
+    // replayed or paused feed still shows data.
+    let from = null;
+    const atSec = state.at ? Math.floor(Date.parse(state.at) / 1000) : null;
+    if (span != null && atSec != null) {
+      from = atSec - span;
+    } else if (span != null) {
+      const latest = await fetchJSON(`/api/candles?symbol=${sym}&interval=${state.interval}&limit=1`);
+      const last = latest && latest.candles && latest.candles[latest.candles.length - 1];
+      if (last) from = Math.floor((last.t - span) / ivs) * ivs + ivs;
+    }
+    if (gen !== loadGen) return;
+    const q = new URLSearchParams({ symbol, interval: state.interval, limit: String(MAX_CANDLES) });
+    const aq = new URLSearchParams({ symbol, limit: String(MAX_ANOMALIES) });
+    if (from != null) {
+      q.set('from', isoFromUnix(from));
+      aq.set('since', isoFromUnix(from));
+    }
+    setCsvLink(from);
+    const [candleRes, anomalyRes] = await Promise.all([
+      fetchJSON(`/api/candles?${q}`),
+      fetchJSON(`/api/anomalies?${aq}`).catch((err) => {
+        console.warn('anomalies', err);
+        return { anomalies: [] };
+      }),
+    ]);
+    if (gen !== loadGen) return;
+    setAllData((candleRes && candleRes.candles) || []);
+    anomalies = (anomalyRes && anomalyRes.anomalies) || [];
+    refreshMarkers();
+    renderAnomalyList();
+    position(atSec, span, ivs);
+    renderLegend(null);
+    showError('');
+    chartNoteEl.hidden = true;
+  } catch (err) {
+    if (gen !== loadGen) return;
+    if (err.status === 404) {
+      const extra = /unknown symbol/i.test(err.message) ? '' : ` (${err.message})`;
+      showError(`Unknown symbol “${symbol}”${extra}.`);
+      stream.close();
+    } else {
+      showError(`Could not load ${symbol} candles: ${err.message}`);
+    }
+    // Never leave another interval's bars under this one's label.
+    setAllData([]);
+    anomalies = [];
+    refreshMarkers();
+    renderAnomalyList();
+    renderLegend(null);
+    emptyEl.hidden = true;
+    chartNoteEl.hidden = false;
+  } finally {
+    if (gen === loadGen) {
+      window.stockpipe.loaded = true;
+      chartGate.open();
+    }
+  }
+}
+
+// Shows the loaded range, or centres on `at` with the range's width.
+function position(atSec, span, ivs) {
+  const ts = chart.timeScale();
+  if (!times.length) return;
+  if (atSec == null) {
+    ts.fitContent();
+    return;
+  }
+  // Index of the bar holding `at` (or the nearest one after it).
+  const target = Math.floor(atSec / ivs) * ivs;
+  let lo = 0;
+  let hi = times.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (times[mid] < target) lo = mid + 1;
+    else hi = mid;
+  }
+  const width = Math.min(400, Math.max(20, span ? Math.round(span / ivs) : 120));
+  ts.setVisibleLogicalRange({ from: lo - width / 2, to: lo + width / 2 });
+}
+
+// ---- start ---------------------------------------------------------------------------------
+
+syncControls();
+if (!LWC) {
+  showError('The chart library did not load.');
+  window.stockpipe.loaded = true;
+  throw new Error('LightweightCharts is missing');
+}
+createChart();
+renderLegend(null);
+
+const stream = openStream(`/api/stream?symbol=${encodeURIComponent(symbol)}`, {
+  tick: tradeGate.wrap(applyTick),
+  candle: chartGate.wrap(applyCandle),
+  anomaly: chartGate.wrap(addAnomaly),
+  status: () => {},
+  reconnected: () => {
+    load();
+    loadTrades().catch((err) => console.warn('trades', err));
+  },
+});
+
+loadTrades().catch((err) => {
+  if (err.status !== 404) showError(`Could not load trades: ${err.message}`);
+});
+load();
