@@ -142,7 +142,7 @@ function createChart() {
     wickUpColor: COLORS.up, wickDownColor: COLORS.down,
     priceScaleId: 'right',
   });
-  candles.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.25 } });
+  candles.priceScale().applyOptions({ scaleMargins: { top: 0.16, bottom: 0.25 } });
 
   volume = chart.addSeries(LWC.HistogramSeries, {
     priceScaleId: 'volume', priceFormat: { type: 'volume' },
@@ -246,6 +246,7 @@ const SHORT_KIND = {
   band_break: 'band', vwap_deviation: 'vwap', seq_gap: 'gap', stale: 'stale',
 };
 
+const SEVERITY_RANK = { low: 1, medium: 2, high: 3 };
 const anomalyKey = (a) => `${a.kind}@${a.ts}`;
 
 // The bucket an anomaly falls in at the current interval.
@@ -262,17 +263,19 @@ function refreshMarkers() {
     if (!markersByTime.has(t)) markersByTime.set(t, []);
     markersByTime.get(t).push(a);
   }
+  // One marker per bar, for its most severe anomaly ("jump +2" when the bar
+  // holds more); the tooltip lists them all.
   const list = [];
   for (const [t, group] of [...markersByTime].sort((x, y) => x[0] - y[0])) {
     group.sort((x, y) => Date.parse(x.ts) - Date.parse(y.ts));
-    for (const a of group) {
-      list.push({
-        time: t, position: 'aboveBar', shape: 'arrowDown',
-        color: COLORS.sev[a.severity] || COLORS.sev.low,
-        text: SHORT_KIND[a.kind] || kindLabel(a.kind),
-        id: anomalyKey(a),
-      });
-    }
+    const top = group.reduce((best, a) => ((SEVERITY_RANK[a.severity] || 0) > (SEVERITY_RANK[best.severity] || 0) ? a : best));
+    const label = SHORT_KIND[top.kind] || kindLabel(top.kind);
+    list.push({
+      time: t, position: 'aboveBar', shape: 'arrowDown',
+      color: COLORS.sev[top.severity] || COLORS.sev.low,
+      text: group.length > 1 ? `${label} +${group.length - 1}` : label,
+      id: anomalyKey(top),
+    });
   }
   markers.setMarkers(list);
 }
