@@ -14,10 +14,10 @@ build:
 run: build
 	./$(BIN) up
 
-## test: vet, formatting and every test against a real broker and PostgreSQL
+## test: vet, formatting and every test (race detector on) against a real broker, PostgreSQL and Chromium
 test: vet
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed on:"; gofmt -l .; exit 1; }
-	$(GO) test -count=1 -timeout 9m $(PKGS)
+	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 
 vet:
 	$(GO) vet $(PKGS)

@@ -16,11 +16,22 @@ import (
 
 // kafkaFlags are the flags for reaching a Kafka cluster.
 type kafkaFlags struct {
-	brokers string
+	brokers                string
+	tls                    bool
+	tlsCA, tlsCert, tlsKey string
+	saslMech               string
+	saslUser, saslPass     string
 }
 
 func (k *kafkaFlags) register(fs *flag.FlagSet, help string) {
 	fs.StringVar(&k.brokers, "brokers", "", help)
+	fs.BoolVar(&k.tls, "kafka-tls", false, "connect to Kafka over TLS (implied by the other --kafka-tls-* flags)")
+	fs.StringVar(&k.tlsCA, "kafka-tls-ca", "", "PEM file of the CA that signed the brokers' certificates (default: the system's)")
+	fs.StringVar(&k.tlsCert, "kafka-tls-cert", "", "PEM client certificate for mutual TLS")
+	fs.StringVar(&k.tlsKey, "kafka-tls-key", "", "PEM key of --kafka-tls-cert")
+	fs.StringVar(&k.saslMech, "kafka-sasl", "", "SASL mechanism: plain, scram-sha-256 or scram-sha-512")
+	fs.StringVar(&k.saslUser, "kafka-user", "", "SASL user name")
+	fs.StringVar(&k.saslPass, "kafka-password", "", "SASL password (prefer STOCKPIPE_KAFKA_PASSWORD)")
 }
 
 func (k *kafkaFlags) config(clientID string) (kafka.Config, error) {
@@ -28,7 +39,14 @@ func (k *kafkaFlags) config(clientID string) (kafka.Config, error) {
 	if err != nil {
 		return kafka.Config{}, fmt.Errorf("--brokers: %w", err)
 	}
-	return kafka.Config{Brokers: brokers, ClientID: clientID}, nil
+	cfg := kafka.Config{Brokers: brokers, ClientID: clientID}
+	if cfg.TLS, err = kafka.TLSConfig(k.tls, k.tlsCA, k.tlsCert, k.tlsKey); err != nil {
+		return kafka.Config{}, err
+	}
+	if cfg.SASL, err = kafka.SASLMechanism(k.saslMech, k.saslUser, k.saslPass); err != nil {
+		return kafka.Config{}, err
+	}
+	return cfg, nil
 }
 
 // openDB connects to url and brings the schema up to date.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
 
 // genFlags configure the market simulator; shared by generate and up.
@@ -150,7 +151,7 @@ func generateCommand() *command {
 		if err != nil {
 			return err
 		}
-		n, err := produce(rc, kcfg, sim, g.speed)
+		n, err := produce(rc, kcfg, sim, g.speed, nil)
 		if cerr := closeTruth(); err == nil && cerr != nil {
 			err = fmt.Errorf("writing --truth: %w", cerr)
 		}
@@ -167,11 +168,12 @@ func generateCommand() *command {
 // produce runs src into the ticks topic and waits until the broker has
 // acknowledged everything sent. An interrupt stops the source but still
 // flushes what was queued.
-func produce(rc *runCtx, kcfg kafka.Config, src generate.Source, speed float64) (int64, error) {
+func produce(rc *runCtx, kcfg kafka.Config, src generate.Source, speed float64, m *telemetry.Metrics) (int64, error) {
 	p, err := kafka.NewProducer(kcfg, kafka.TopicTicks)
 	if err != nil {
 		return 0, err
 	}
+	p.Metrics = m
 	defer p.Close()
 	n, runErr := generate.Run(rc.ctx, src, speed, func(ctx context.Context, r generate.Record) error {
 		return p.Send(ctx, r.Key, r.Value)

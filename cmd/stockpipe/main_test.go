@@ -66,6 +66,12 @@ func TestBadInputGetsOneLine(t *testing.T) {
 		{[]string{"replay", "--brokers", "127.0.0.1:1"}, "--file is required"},
 		{[]string{"migrate", "--database-url", ""}, "no database URL"},
 		{[]string{"up", "--log-level", "loud"}, "--log-level"},
+		{[]string{"serve", "--http", "0.0.0.0:8050", "--database-url", "postgres://u@h/db"}, "set --auth-token"},
+		{[]string{"up", "--http", ":8050"}, "set --auth-token"},
+		{[]string{"serve", "--http", "8050"}, "is not host:port"},
+		{[]string{"process", "--brokers", "127.0.0.1:1", "--kafka-sasl", "gssapi", "--kafka-user", "u", "--database-url", "postgres://u@h/db"}, "--kafka-sasl"},
+		{[]string{"process", "--brokers", "127.0.0.1:1", "--kafka-user", "u", "--database-url", "postgres://u@h/db"}, "need --kafka-sasl"},
+		{[]string{"process", "--brokers", "127.0.0.1:1", "--kafka-tls-ca", "/nonexistent.pem", "--database-url", "postgres://u@h/db"}, "--kafka-tls-ca"},
 	} {
 		code, _, errOut := runCLI(t, tc.args...)
 		if code == 0 || !strings.Contains(errOut, tc.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {

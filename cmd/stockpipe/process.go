@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/stockpipe/stockpipe/internal/analytics"
 	"github.com/stockpipe/stockpipe/internal/market"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/stream"
+	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
 
 // processFlags are the processor's tuning flags, shared by process and up.
@@ -48,6 +53,7 @@ func processCommand() *command {
 	url := c.fs.String("database-url", "", "PostgreSQL URL (or DATABASE_URL)")
 	var pf processFlags
 	pf.register(c)
+	opsAddr := c.fs.String("http", "", "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:8051); off by default")
 	c.run = func(rc *runCtx) error {
 		kcfg, err := kf.config("stockpipe-process")
 		if err != nil {
@@ -61,9 +67,25 @@ func processCommand() *command {
 		cfg := pf.config()
 		cfg.Kafka = kcfg
 		cfg.Logger = rc.log
+		cfg.Metrics = telemetry.New()
 		p, err := stream.New(cfg, store.NewSink(pool))
 		if err != nil {
 			return err
+		}
+		if *opsAddr != "" {
+			stopOps, err := serveOps(rc, *opsAddr, cfg.Metrics, func(ctx context.Context) error {
+				if err := pool.Ping(ctx); err != nil {
+					return fmt.Errorf("database: %w", err)
+				}
+				if p.Assigned() == 0 {
+					return errors.New("processor: owns no partitions yet")
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			defer stopOps()
 		}
 		stop := logEvery(rc, 5*time.Second, func() { logProcessor(rc, p.Stats()) })
 		defer stop()
@@ -101,4 +123,30 @@ func logEvery(rc *runCtx, d time.Duration, fn func()) (stop func()) {
 		<-finished
 		fn()
 	}
+}
+
+// serveOps serves /metrics, /healthz and /readyz for a process without the
+// dashboard. They change nothing, so no token is needed.
+func serveOps(rc *runCtx, addr string, m *telemetry.Metrics, ready func(context.Context) error) (stop func(), err error) {
+	ln, err := listenHTTP(addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", m.Handler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
+	go func() { _ = hs.Serve(ln) }()
+	rc.log.Info("serving metrics and health checks", "address", ln.Addr().String())
+	return func() { _ = hs.Close() }, nil
 }

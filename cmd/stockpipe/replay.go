@@ -46,7 +46,7 @@ func replayCommand() *command {
 		if err := ensureTopics(rc, kcfg, int32(*partitions)); err != nil {
 			return err
 		}
-		n, err := produce(rc, kcfg, src, *speed)
+		n, err := produce(rc, kcfg, src, *speed, nil)
 		st := src.Stats()
 		fmt.Fprintf(rc.stdout, "replayed %s as %s: %d ticks from %d bars, %d bad rows skipped\n", *file, sym, n, st.BarsUsed, st.RowsSkipped)
 		for _, s := range st.Skips {

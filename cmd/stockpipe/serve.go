@@ -9,9 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/telemetry"
 	"github.com/stockpipe/stockpipe/internal/web"
 )
 
@@ -24,9 +25,13 @@ func serveCommand() *command {
 	url := c.fs.String("database-url", "", "PostgreSQL URL (or DATABASE_URL)")
 	var kf kafkaFlags
 	kf.register(c.fs, "Kafka brokers, for consumer lag on the dashboard (optional)")
-	addr := c.fs.String("http", "127.0.0.1:8050", "address to serve HTTP on")
+	var hf httpFlags
+	hf.register(c)
 	group := c.fs.String("group", "stockpipe", "the processors' consumer group, for lag")
 	c.run = func(rc *runCtx) error {
+		if err := hf.check(); err != nil {
+			return err
+		}
 		var kcfg kafka.Config
 		if kf.brokers != "" {
 			var err error
@@ -39,12 +44,17 @@ func serveCommand() *command {
 			return err
 		}
 		defer pool.Close()
-		ln, err := listenHTTP(*addr)
+		ln, err := listenHTTP(hf.addr)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(rc.stdout, "dashboard: http://%s/\n", ln.Addr())
-		return serveHTTP(rc, pool, kcfg, *group, ln)
+		var ready []web.Check
+		if len(kcfg.Brokers) > 0 {
+			ready = append(ready, brokerCheck(kcfg))
+		}
+		return serveHTTP(rc, web.Config{Pool: pool, Kafka: kcfg, Group: *group, Metrics: telemetry.New(),
+			AuthToken: hf.token, RequireToken: !hf.loopback(), Ready: ready}, ln)
 	}
 	return c
 }
@@ -57,9 +67,59 @@ func listenHTTP(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// httpFlags configure an HTTP listener and its protection.
+type httpFlags struct {
+	addr     string
+	token    string
+	insecure bool
+}
+
+func (h *httpFlags) register(c *command) {
+	c.fs.StringVar(&h.addr, "http", "127.0.0.1:8050", "address to serve the dashboard and API on")
+	c.fs.StringVar(&h.token, "auth-token", "", "token required on every state-changing request (Authorization: Bearer …); needed to serve beyond loopback")
+	c.fs.BoolVar(&h.insecure, "insecure", false, "allow serving beyond loopback without --auth-token")
+}
+
+// loopback reports whether the address only accepts local connections.
+func (h *httpFlags) loopback() bool {
+	host, _, err := net.SplitHostPort(h.addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// check refuses to expose the server beyond loopback without a token.
+func (h *httpFlags) check() error {
+	if _, _, err := net.SplitHostPort(h.addr); err != nil {
+		return fmt.Errorf("--http %q is not host:port (for example 127.0.0.1:8050)", h.addr)
+	}
+	if !h.loopback() && h.token == "" && !h.insecure {
+		return fmt.Errorf("--http %s is reachable beyond this machine: set --auth-token (or STOCKPIPE_AUTH_TOKEN), or pass --insecure to serve without one", h.addr)
+	}
+	return nil
+}
+
+// brokerCheck is a readiness check that the brokers answer.
+func brokerCheck(kcfg kafka.Config) web.Check {
+	return web.Check{Name: "broker", Check: func(ctx context.Context) error {
+		cl, err := kgo.NewClient(kcfg.Opts()...)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		return cl.Ping(ctx)
+	}}
+}
+
 // serveHTTP runs the dashboard on ln until rc.ctx ends.
-func serveHTTP(rc *runCtx, pool *pgxpool.Pool, kcfg kafka.Config, group string, ln net.Listener) error {
-	srv, err := web.New(web.Config{Pool: pool, Kafka: kcfg, Group: group, Logger: rc.log, Version: version})
+func serveHTTP(rc *runCtx, cfg web.Config, ln net.Listener) error {
+	cfg.Logger, cfg.Version = rc.log, version
+	srv, err := web.New(cfg)
 	if err != nil {
 		ln.Close()
 		return err

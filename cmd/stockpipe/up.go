@@ -14,6 +14,8 @@ import (
 	"github.com/stockpipe/stockpipe/internal/pgembed"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/stream"
+	"github.com/stockpipe/stockpipe/internal/telemetry"
+	"github.com/stockpipe/stockpipe/internal/web"
 )
 
 func upCommand() *command {
@@ -23,7 +25,8 @@ func upCommand() *command {
 	var kf kafkaFlags
 	kf.register(c.fs, "use this Kafka cluster instead of the embedded broker")
 	url := c.fs.String("database-url", "", "use this PostgreSQL instead of the embedded one (or DATABASE_URL)")
-	httpAddr := c.fs.String("http", "127.0.0.1:8050", "address of the dashboard")
+	var hf httpFlags
+	hf.register(c)
 	listen := c.fs.String("broker-listen", "127.0.0.1:9092", "address of the embedded broker (a free port is used if this one is taken)")
 	partitions := c.fs.Int("partitions", 6, "partitions of the ticks topic when it is created")
 	var g genFlags
@@ -35,12 +38,16 @@ func upCommand() *command {
 		if err := g.check(); err != nil {
 			return err
 		}
-		return runUp(rc, *dataDir, &kf, *url, *listen, *httpAddr, int32(*partitions), &g, &pf)
+		if err := hf.check(); err != nil {
+			return err
+		}
+		return runUp(rc, *dataDir, &kf, *url, *listen, &hf, int32(*partitions), &g, &pf)
 	}
 	return c
 }
 
-func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen, httpAddr string, partitions int32, g *genFlags, pf *processFlags) error {
+func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf *httpFlags, partitions int32, g *genFlags, pf *processFlags) error {
+	metrics := telemetry.New()
 	started := time.Now()
 	if dbURL == "" {
 		pg, err := pgembed.Start(rc.ctx, pgembed.Config{Dir: filepath.Join(dataDir, "postgres"), Logger: rc.log})
@@ -99,12 +106,13 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen, httpAddr s
 	}
 	pcfg.Kafka = kcfg
 	pcfg.Logger = rc.log
+	pcfg.Metrics = metrics
 	proc, err := stream.New(pcfg, store.NewSink(pool))
 	if err != nil {
 		return err
 	}
 
-	ln, err := listenHTTP(httpAddr)
+	ln, err := listenHTTP(hf.addr)
 	if err != nil {
 		return err
 	}
@@ -118,9 +126,18 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen, httpAddr s
 		procErr  error
 		webErr   error
 	)
-	wg.Go(func() { webErr = serveHTTP(rc, pool, kcfg, pcfg.Group, ln) })
+	ready := []web.Check{brokerCheck(kcfg), {Name: "processor", Check: func(context.Context) error {
+		if proc.Assigned() == 0 {
+			return errors.New("the processor owns no partitions yet")
+		}
+		return nil
+	}}}
+	wg.Go(func() {
+		webErr = serveHTTP(rc, web.Config{Pool: pool, Kafka: kcfg, Group: pcfg.Group, Metrics: metrics,
+			AuthToken: hf.token, RequireToken: !hf.loopback(), Ready: ready}, ln)
+	})
 	wg.Go(func() { procErr = proc.Run(rc.ctx) })
-	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, 1) })
+	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, 1, metrics) })
 	var last stream.Stats
 	lastAt := time.Now()
 	stop := logEvery(rc, 5*time.Second, func() {

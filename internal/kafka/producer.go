@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
 
 // Producer sends records to one topic asynchronously. When the broker is slow
@@ -18,6 +20,9 @@ type Producer struct {
 	topic  string
 	ctx    context.Context // records live until Close, not until the caller's ctx ends
 	cancel context.CancelFunc
+
+	// Metrics, if set, counts acknowledged records.
+	Metrics *telemetry.Metrics
 
 	acked atomic.Int64
 	mu    sync.Mutex
@@ -75,6 +80,7 @@ func (p *Producer) done(_ *kgo.Record, err error) {
 		return
 	}
 	p.acked.Add(1)
+	p.Metrics.AddProduced(1)
 }
 
 // Err returns the first production failure, if any.

@@ -33,6 +33,18 @@ type TickEvent struct {
 	Trades []Trade `json:"trades"` // the latest, newest first, up to maxEventTrades
 }
 
+// BatchMeta describes a committed batch for the pipeline monitor. The
+// commit time and latencies are those of the previous batch, the last one
+// whose commit had finished when this one was built.
+type BatchMeta struct {
+	Records      int     `json:"records"`
+	Ticks        int     `json:"ticks"`
+	Rejected     int     `json:"rejected"`
+	PrevCommitMs float64 `json:"prev_commit_ms"`
+	PrevE2EP50Ms float64 `json:"prev_e2e_p50_ms"`
+	PrevE2EP99Ms float64 `json:"prev_e2e_p99_ms"`
+}
+
 const (
 	maxEventTrades = 20
 	// maxPayload keeps each notification under PostgreSQL's 8000-byte
@@ -89,6 +101,11 @@ func payloads(b *Batch) ([]string, error) {
 	for i := range b.Anomalies {
 		a := AnomalyFromDetected(&b.Anomalies[i])
 		if err := add("anomaly", a.Symbol, a); err != nil {
+			return nil, err
+		}
+	}
+	if b.Meta != nil {
+		if err := add("batch", "", b.Meta); err != nil {
 			return nil, err
 		}
 	}

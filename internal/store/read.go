@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -230,6 +231,103 @@ func (r *Reader) Anomalies(ctx context.Context, sym string, since time.Time, lim
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading anomalies: %w", err)
+	}
+	return out, nil
+}
+
+// ReasonCount is how many records were rejected for one reason.
+type ReasonCount struct {
+	Reason string `json:"reason"`
+	Count  int64  `json:"count"`
+}
+
+// RejectedByReason counts rejected records by reason, most frequent first.
+func (r *Reader) RejectedByReason(ctx context.Context) ([]ReasonCount, error) {
+	rows, err := r.pool.Query(ctx, `SELECT reason, count(*) FROM rejected_ticks GROUP BY reason ORDER BY 2 DESC, 1`)
+	if err != nil {
+		return nil, fmt.Errorf("counting rejected records: %w", err)
+	}
+	out := []ReasonCount{}
+	var rc ReasonCount
+	_, err = pgx.ForEachRow(rows, []any{&rc.Reason, &rc.Count}, func() error {
+		out = append(out, rc)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("counting rejected records: %w", err)
+	}
+	return out, nil
+}
+
+// Rejection is a rejected record as the pipeline page shows it. Raw holds
+// the original bytes escaped (Go-quoted, at most 512 bytes of the input), so
+// invalid UTF-8 and control characters are visible rather than mangled.
+type Rejection struct {
+	ReceivedAt time.Time `json:"received_at"`
+	Topic      string    `json:"topic"`
+	Partition  int32     `json:"partition"`
+	Offset     int64     `json:"offset"`
+	Reason     string    `json:"reason"`
+	Detail     string    `json:"detail"`
+	Raw        string    `json:"raw"`
+}
+
+// LatestRejected returns the newest rejected records.
+func (r *Reader) LatestRejected(ctx context.Context, limit int) ([]Rejection, error) {
+	rows, err := r.pool.Query(ctx, `SELECT received_at, topic, partition, "offset", reason, detail, substring(raw FROM 1 FOR 513)
+		FROM rejected_ticks ORDER BY id DESC LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("reading rejected records: %w", err)
+	}
+	out := []Rejection{}
+	var x Rejection
+	var raw []byte
+	_, err = pgx.ForEachRow(rows, []any{&x.ReceivedAt, &x.Topic, &x.Partition, &x.Offset, &x.Reason, &x.Detail, &raw}, func() error {
+		more := len(raw) > 512
+		if more {
+			raw = raw[:512]
+		}
+		x.Raw = strconv.QuoteToASCII(string(raw))
+		x.Raw = x.Raw[1 : len(x.Raw)-1]
+		if more {
+			x.Raw += "…"
+		}
+		x.ReceivedAt = x.ReceivedAt.UTC()
+		out = append(out, x)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading rejected records: %w", err)
+	}
+	return out, nil
+}
+
+// Table is a table's size on disk and estimated row count.
+type Table struct {
+	Name         string `json:"name"`
+	SizeBytes    int64  `json:"size_bytes"`
+	RowsEstimate int64  `json:"rows_estimate"`
+}
+
+// Tables returns the sizes of stockpipe's tables, largest first. Row counts
+// are the planner's estimates: counting would scan the tables.
+func (r *Reader) Tables(ctx context.Context) ([]Table, error) {
+	rows, err := r.pool.Query(ctx, `SELECT c.relname, pg_total_relation_size(c.oid), greatest(c.reltuples, 0)::bigint
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+		  AND c.relname IN ('ticks', 'candles', 'anomalies', 'rejected_ticks', 'consumer_offsets', 'symbols')
+		ORDER BY 2 DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("reading table sizes: %w", err)
+	}
+	out := []Table{}
+	var t Table
+	_, err = pgx.ForEachRow(rows, []any{&t.Name, &t.SizeBytes, &t.RowsEstimate}, func() error {
+		out = append(out, t)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading table sizes: %w", err)
 	}
 	return out, nil
 }

@@ -57,6 +57,8 @@ type Batch struct {
 	// appear twice in one batch.
 	Candles   []analytics.CandleRow
 	Anomalies []anomaly.Anomaly
+	// Meta, if set, is announced to live listeners with the batch.
+	Meta *BatchMeta
 
 	// column buffers reused across commits
 	cols tickColumns
@@ -72,6 +74,7 @@ func (b *Batch) Reset() {
 	b.Offsets = b.Offsets[:0]
 	b.Candles = b.Candles[:0]
 	b.Anomalies = b.Anomalies[:0]
+	b.Meta = nil
 }
 
 // CommitResult says what a commit stored.

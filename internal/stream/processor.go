@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/market"
 	"github.com/stockpipe/stockpipe/internal/store"
+	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
 
 // Config configures a Processor. Zero fields take the defaults noted.
@@ -44,7 +46,9 @@ type Config struct {
 	// AnomalyTopic receives each new anomaly as JSON; default
 	// kafka.TopicAnomalies.
 	AnomalyTopic string
-	Logger       *slog.Logger // default discards
+	// Metrics, if set, records batches, rejections and latencies.
+	Metrics *telemetry.Metrics
+	Logger  *slog.Logger // default discards
 	// Now is the clock the future-ts rule is checked against; default time.Now.
 	Now func() time.Time
 }
@@ -108,9 +112,14 @@ type Processor struct {
 	consumed, stored, duplicates, rejected, batches, fenced atomic.Int64
 	late, anomalies, candles, assigned                      atomic.Int64
 
-	out      analytics.Output // the current batch's candles and anomalies
-	batchDup int64            // duplicates dropped in the current batch
-	batchLat int64            // late ticks in the current batch
+	out analytics.Output // the current batch's candles and anomalies
+	lat []int64          // end-to-end latencies of the last batch, reused
+	// What the next batch's notification reports about this one, whose
+	// commit time is only known afterwards.
+	prevCommitMs float64
+	prevE2E      [2]float64 // p50, p99 in ms
+	batchDup     int64      // duplicates dropped in the current batch
+	batchLat     int64      // late ticks in the current batch
 }
 
 // partition is what the processor knows about one assigned partition.
@@ -396,15 +405,26 @@ func (p *Processor) commit(ctx context.Context, cl *kgo.Client, b *store.Batch, 
 			return err
 		}
 	}
-	var res store.CommitResult
+	b.Meta = &store.BatchMeta{Records: len(b.Ticks) + len(b.Rejected) + int(p.batchDup), Ticks: len(b.Ticks),
+		Rejected: len(b.Rejected), PrevCommitMs: p.prevCommitMs, PrevE2EP50Ms: p.prevE2E[0], PrevE2EP99Ms: p.prevE2E[1]}
+	var (
+		res  store.CommitResult
+		took time.Duration
+	)
 	err := retry(cctx, p.log, "committing batch", func() error {
 		var err error
+		start := time.Now()
 		res, err = p.sink.Commit(cctx, b)
+		took = time.Since(start)
 		return err
 	})
 	if err != nil {
+		if errors.Is(err, store.ErrFenced) {
+			p.cfg.Metrics.FenceHit()
+		}
 		return err
 	}
+	p.observe(b, res, took)
 
 	p.mu.Lock()
 	for _, o := range b.Offsets {
@@ -438,6 +458,33 @@ func (p *Processor) commit(ctx context.Context, cl *kgo.Client, b *store.Batch, 
 		cl.CommitOffsets(context.WithoutCancel(ctx), commits, onDone)
 	}
 	return nil
+}
+
+// observe records a committed batch in the metrics and keeps the figures
+// the next batch's live update reports.
+func (p *Processor) observe(b *store.Batch, res store.CommitResult, took time.Duration) {
+	m := p.cfg.Metrics
+	now := time.Now()
+	p.lat = p.lat[:0]
+	for i := range b.Ticks {
+		d := now.Sub(b.Ticks[i].TS)
+		p.lat = append(p.lat, int64(d))
+		m.EndToEndLatency(d)
+	}
+	p.prevCommitMs = float64(took) / 1e6
+	p.prevE2E = [2]float64{}
+	if len(p.lat) > 0 {
+		slices.Sort(p.lat)
+		p.prevE2E[0] = float64(p.lat[len(p.lat)/2]) / 1e6
+		p.prevE2E[1] = float64(p.lat[(len(p.lat)*99)/100]) / 1e6
+	}
+	m.ObserveBatch(b.Meta.Records, int(res.Inserted), int(res.Duplicates+p.batchDup), took)
+	for i := range b.Rejected {
+		m.Reject(string(b.Rejected[i].Reason))
+	}
+	for i := range b.Anomalies {
+		m.Anomaly(string(b.Anomalies[i].Kind))
+	}
 }
 
 // retry runs fn until it succeeds, ctx ends, or it fails with ErrFenced.
@@ -497,6 +544,7 @@ func (p *Processor) assign(ctx context.Context, offsets map[string]map[int32]kgo
 		}
 	}
 	p.assigned.Store(int64(len(p.parts)))
+	p.cfg.Metrics.SetPartitions(len(p.parts))
 	from := make(map[int32]int64, len(stored))
 	for id, o := range stored {
 		from[id] = o.Next
@@ -512,6 +560,7 @@ func (p *Processor) revoke(_ context.Context, _ *kgo.Client, lost map[string][]i
 		delete(p.parts, id)
 	}
 	p.assigned.Store(int64(len(p.parts)))
+	p.cfg.Metrics.SetPartitions(len(p.parts))
 	p.log.Info("partitions released", "partitions", lost[p.cfg.Topic])
 }
 

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stockpipe/stockpipe/internal/store"
 )
@@ -36,6 +34,9 @@ type client struct {
 type hub struct {
 	// onCandle is called for every candle update before it is published.
 	onCandle func(symbol, interval string)
+	// onBatch receives the processors' batch announcements, which are not
+	// forwarded to browsers.
+	onBatch func(data []byte)
 
 	mu      sync.Mutex
 	clients map[*client]struct{}
@@ -107,6 +108,12 @@ func (h *hub) deliver(payload string) error {
 		return fmt.Errorf("decoding notification: %w", err)
 	}
 	for _, e := range events {
+		if e.Kind == "batch" {
+			if h.onBatch != nil {
+				h.onBatch(e.Data)
+			}
+			continue
+		}
 		if e.Kind == "candle" && h.onCandle != nil {
 			var c struct {
 				Interval string `json:"interval"`
@@ -180,29 +187,16 @@ func (s *Server) listenOnce(ctx context.Context, pool *pgxpool.Pool) error {
 }
 
 // status publishes ticks/s, the age of the newest trade and the consumer
-// lag once a second.
+// lag (sampled by the pipeline monitor) once a second.
 func (s *Server) status(ctx context.Context) {
-	var adm *kadm.Client
-	if len(s.cfg.Kafka.Brokers) > 0 {
-		cl, err := kgo.NewClient(s.cfg.Kafka.Opts()...)
-		if err != nil {
-			s.log.Warn("consumer lag unavailable", "err", err)
-		} else {
-			defer cl.Close()
-			adm = kadm.NewClient(cl)
-		}
-	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last, lastAt := s.hub.trades.Load(), time.Now()
-	for i := 0; ; i++ {
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		if adm != nil && i%2 == 0 {
-			s.hub.lag.Store(groupLag(ctx, adm, s.cfg.Group))
 		}
 		now := time.Now()
 		n := s.hub.trades.Load()
@@ -223,21 +217,6 @@ func (s *Server) status(ctx context.Context) {
 		data, _ := json.Marshal(st)
 		s.hub.publish(message{frame: frame("status", data)})
 	}
-}
-
-// groupLag returns the total lag of group, or -1 if it cannot be read.
-func groupLag(ctx context.Context, adm *kadm.Client, group string) int64 {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	lags, err := adm.Lag(ctx, group)
-	if err != nil {
-		return -1
-	}
-	l, ok := lags[group]
-	if !ok || l.Error() != nil {
-		return -1
-	}
-	return l.Lag.Total()
 }
 
 // apiStream is the Server-Sent Events endpoint.

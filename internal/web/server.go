@@ -12,12 +12,16 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/store"
+	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
 
 //go:embed static templates
@@ -32,18 +36,34 @@ type Config struct {
 	Group   string
 	Logger  *slog.Logger
 	Version string // appended to asset URLs so browsers refetch after an upgrade
+	// Metrics, if set, is served on /metrics and records HTTP requests.
+	Metrics *telemetry.Metrics
+	// AuthToken, if set, must accompany every state-changing request as
+	// "Authorization: Bearer <token>".
+	AuthToken string
+	// RequireToken refuses state-changing requests when no AuthToken is
+	// set; the command sets it when the server is reachable beyond
+	// loopback.
+	RequireToken bool
+	// Ready are the checks /readyz runs besides the database's.
+	Ready []Check
 }
 
 // Server serves the dashboard and API.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	read   *store.Reader
-	hub    *hub
-	cache  *candleCache
-	pages  *template.Template
-	static http.Handler
-	mux    *http.ServeMux
+	cfg   Config
+	log   *slog.Logger
+	read  *store.Reader
+	hub   *hub
+	cache *candleCache
+	mon   *monitor
+	adm   *kadm.Client // nil without brokers
+	admCl *kgo.Client
+
+	sampling sync.Mutex // one pipeline sample at a time
+	pages    *template.Template
+	static   http.Handler
+	mux      *http.ServeMux
 }
 
 // New returns a Server. Call Run to feed the live stream.
@@ -74,10 +94,19 @@ func New(cfg Config) (*Server, error) {
 		read:   store.NewReader(cfg.Pool),
 		hub:    newHub(),
 		cache:  newCandleCache(),
+		mon:    &monitor{},
 		pages:  pages,
 		static: http.StripPrefix("/static/", http.FileServerFS(static)),
 	}
 	s.hub.onCandle = func(sym, iv string) { s.cache.bump(sym + "|" + iv) }
+	s.hub.onBatch = s.mon.batch
+	if len(cfg.Kafka.Brokers) > 0 {
+		cl, err := kgo.NewClient(cfg.Kafka.Opts()...)
+		if err != nil {
+			return nil, fmt.Errorf("creating Kafka admin client: %w", err)
+		}
+		s.admCl, s.adm = cl, kadm.NewClient(cl)
+	}
 	s.routes()
 	return s, nil
 }
@@ -92,6 +121,14 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/ticks", s.apiTicks)
 	m.HandleFunc("GET /api/anomalies", s.apiAnomalies)
 	m.HandleFunc("GET /api/stream", s.apiStream)
+	m.HandleFunc("GET /api/pipeline", s.apiPipeline)
+	m.HandleFunc("GET /pipeline", func(w http.ResponseWriter, _ *http.Request) {
+		s.render(w, http.StatusOK, "pipeline.html", struct{ Title, Version string }{"stockpipe — pipeline", s.cfg.Version})
+	})
+	m.HandleFunc("GET /readyz", s.readyz)
+	if s.cfg.Metrics != nil {
+		m.Handle("GET /metrics", s.cfg.Metrics.Handler())
+	}
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -102,23 +139,16 @@ func (s *Server) routes() {
 	s.mux = m
 }
 
-// Handler returns the HTTP handler with the security headers every response
-// carries.
-func (s *Server) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "same-origin")
-		s.mux.ServeHTTP(w, r)
-	})
-}
-
 // Run feeds the live stream from PostgreSQL notifications and publishes
 // status once a second, until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	go s.status(ctx)
+	if s.admCl != nil {
+		defer s.admCl.Close()
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { s.status(ctx) })
+	wg.Go(func() { s.pipelineLoop(ctx, s.adm) })
 	return s.listen(ctx)
 }
 

@@ -1,0 +1,122 @@
+package web
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Check is one readiness condition for /readyz.
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// maxBody bounds request bodies; stockpipe's requests carry little or none.
+const maxBody = 1 << 20
+
+// safeMethod reports methods that change nothing and need no token.
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
+// Handler returns the HTTP handler: security headers on every response, a
+// bound on request bodies, the token on every state-changing request when
+// one is configured, and request metrics.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if !safeMethod(r.Method) && !s.authorized(r) {
+			h.Set("WWW-Authenticate", `Bearer realm="stockpipe"`)
+			writeError(w, http.StatusUnauthorized, "this request changes state and needs the server's token: send 'Authorization: Bearer <token>' (see --auth-token)")
+			s.countRequest("unauthorized", http.StatusUnauthorized, 0)
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		start := time.Now()
+		s.mux.ServeHTTP(rec, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		took := time.Since(start)
+		if route == "GET /api/stream" {
+			took = 0 // a stream lasts as long as the browser stays
+		}
+		s.countRequest(route, rec.code, took)
+	})
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	if s.cfg.AuthToken == "" {
+		return !s.cfg.RequireToken
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) == 1
+}
+
+func (s *Server) countRequest(route string, code int, took time.Duration) {
+	m := s.cfg.Metrics
+	if m == nil {
+		return
+	}
+	m.HTTP.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	if took > 0 {
+		m.HTTPTime.WithLabelValues(route).Observe(took.Seconds())
+	}
+}
+
+// statusRecorder remembers the status code; Unwrap lets
+// http.ResponseController reach the real writer's Flush and deadlines.
+type statusRecorder struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.code, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// readyz answers 200 when the database answers and every configured check
+// passes, 503 otherwise, with each check's result.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := append([]Check{{Name: "database", Check: s.read.Ping}}, s.cfg.Ready...)
+	res := map[string]string{}
+	ready := true
+	for _, c := range checks {
+		if err := c.Check(ctx); err != nil {
+			res[c.Name] = err.Error()
+			ready = false
+		} else {
+			res[c.Name] = "ok"
+		}
+	}
+	code := http.StatusOK
+	if !ready {
+		code = http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(struct {
+		Ready  bool              `json:"ready"`
+		Checks map[string]string `json:"checks"`
+	}{ready, res})
+}

@@ -1,0 +1,89 @@
+package web_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stockpipe/stockpipe/internal/kafka"
+)
+
+func TestBrowserPipelinePage(t *testing.T) {
+	p := startPipeline(t)
+
+	// Two records the processor must reject as malformed JSON.
+	cl, err := kgo.NewClient(p.kcfg.Opts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(context.Background(),
+		&kgo.Record{Topic: kafka.TopicTicks, Key: []byte("AAPL"), Value: []byte(`{"symbol":"AAPL"`)},
+		&kgo.Record{Topic: kafka.TopicTicks, Key: []byte("AAPL"), Value: []byte(`not json`)},
+	).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for p.committed() < 24_002 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the processor did not commit the rejected records (committed %d)", p.committed())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(p.baseURL+"/pipeline")); err != nil {
+		t.Fatal(err)
+	}
+	until(t, ctx, "the page loaded", `window.stockpipe && window.stockpipe.loaded === true`)
+	if errText := eval[string](t, ctx, `document.querySelector('#error').hidden ? '' : document.querySelector('#error').textContent`); errText != "" {
+		t.Errorf("the page shows an error: %s", errText)
+	}
+
+	if !eval[bool](t, ctx, `document.querySelector('#topics tr[data-topic="ticks"]') !== null`) {
+		t.Error(`no row for topic "ticks"`)
+	}
+	// The dead letters and the lag are read when the server samples (every
+	// two seconds), which may be before the processor's last commit.
+	until(t, ctx, "the group's total lag", `(() => {
+		const e = document.querySelector('#groups [data-group="stockpipe"] .lag-total');
+		return e !== null && /^\d+$/.test(e.textContent.trim());
+	})()`)
+	lag := eval[string](t, ctx, `document.querySelector('#groups [data-group="stockpipe"] .lag-total').textContent.trim()`)
+	n, err := strconv.ParseInt(lag, 10, 64)
+	if err != nil || n < 0 {
+		t.Errorf("total lag shows %q", lag)
+	}
+	if got := eval[float64](t, ctx, `window.stockpipe.lagTotal('stockpipe') ?? -1`); got < 0 {
+		t.Errorf("window.stockpipe.lagTotal('stockpipe') = %v", got)
+	}
+	until(t, ctx, "two malformed_json dead letters", `(() => {
+		const e = document.querySelector('#dlq tr[data-reason="malformed_json"] .count');
+		return e !== null && e.textContent.trim() === '2';
+	})()`)
+	// The raw record is shown as text, escaped, not as markup.
+	until(t, ctx, "the raw malformed record", `[...document.querySelectorAll('#dlq code')].some((c) => c.textContent.includes('{\\"symbol\\":\\"AAPL\\"'))`)
+	if !eval[bool](t, ctx, `document.querySelector('#processor canvas') !== null`) {
+		t.Error("no processor chart in #processor")
+	}
+	if !eval[bool](t, ctx, `document.querySelectorAll('#tables tbody tr[data-table]').length > 0`) {
+		t.Error("no table sizes in #tables")
+	}
+
+	// Live: the stream's pipeline events keep the page current.
+	until(t, ctx, "a live pipeline update", `window.stockpipe.updates > 0`)
+	screenshot(t, ctx, "pipeline")
+
+	// A phone-sized screen: wide tables scroll inside their wrappers.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844)); err != nil {
+		t.Fatal(err)
+	}
+	if w := eval[float64](t, ctx, `document.documentElement.scrollWidth`); w > 400 {
+		t.Errorf("the pipeline page is %v px wide on a 390 px screen", w)
+	}
+	screenshot(t, ctx, "pipeline-phone")
+}
