@@ -103,9 +103,9 @@ type DeadLetters struct {
 
 // ProcPoint is the processors' throughput and latency over one sample.
 type ProcPoint struct {
-	T         int64   `json:"t"`
-	In        float64 `json:"ticks_in_per_s"`
-	Out       float64 `json:"ticks_out_per_s"`
+	T   int64   `json:"t"`
+	In  float64 `json:"ticks_in_per_s"`
+	Out float64 `json:"ticks_out_per_s"`
 	// The rest are null when no batch was committed in the sample.
 	BatchAvg  *float64 `json:"batch_size_avg"`
 	CommitP50 *float64 `json:"commit_ms_p50"`
