@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/store"
 )
 
@@ -61,6 +62,10 @@ func openDB(rc *runCtx, url string, maxConns int32) (*pgxpool.Pool, error) {
 		return nil, err
 	}
 	if err := store.Migrate(ctx, pool, rc.log); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := orchestrate.Migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, err
 	}

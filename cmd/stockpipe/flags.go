@@ -21,6 +21,9 @@ type command struct {
 
 	logLevel  string
 	logFormat string
+
+	positional bool     // takes arguments besides flags
+	args       []string // those arguments
 }
 
 func newCommand(name, summary, example string) *command {
@@ -41,6 +44,30 @@ func envName(flagName string) string {
 // its environment variable. It returns errHelp after printing help.
 func (c *command) parse(args []string, stderr io.Writer) error {
 	c.fs.SetOutput(io.Discard)
+	if c.positional {
+		// Arguments may come before, between or after the flags.
+		var flags []string
+		for i := 0; i < len(args); i++ {
+			a := args[i]
+			switch {
+			case a == "-h" || a == "--help" || a == "-help":
+				flags = append(flags, a)
+			case strings.HasPrefix(a, "-"):
+				flags = append(flags, a)
+				if !strings.Contains(a, "=") && i+1 < len(args) {
+					if f := c.fs.Lookup(strings.TrimLeft(a, "-")); f != nil {
+						if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !bf.IsBoolFlag() {
+							i++
+							flags = append(flags, args[i])
+						}
+					}
+				}
+			default:
+				c.args = append(c.args, a)
+			}
+		}
+		args = flags
+	}
 	if err := c.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			c.help(stderr)

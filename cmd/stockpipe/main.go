@@ -35,6 +35,8 @@ func commands() []*command {
 		processCommand(),
 		migrateCommand(),
 		serveCommand(),
+		schedulerCommand(),
+		dagCommand(),
 		evaluateCommand(),
 	}
 }

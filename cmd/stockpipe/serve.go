@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
 	"github.com/stockpipe/stockpipe/internal/web"
 )
@@ -28,6 +29,8 @@ func serveCommand() *command {
 	var hf httpFlags
 	hf.register(c)
 	group := c.fs.String("group", "stockpipe", "the processors' consumer group, for lag")
+	var sf schedFlags
+	sf.register(c, true)
 	c.run = func(rc *runCtx) error {
 		if err := hf.check(); err != nil {
 			return err
@@ -53,8 +56,12 @@ func serveCommand() *command {
 		if len(kcfg.Brokers) > 0 {
 			ready = append(ready, brokerCheck(kcfg))
 		}
+		sched, err := orchestrate.NewClient(sf.config(pool, kcfg, *group, rc.log))
+		if err != nil {
+			return err
+		}
 		return serveHTTP(rc, web.Config{Pool: pool, Kafka: kcfg, Group: *group, Metrics: telemetry.New(),
-			AuthToken: hf.token, RequireToken: !hf.loopback(), Ready: ready}, ln)
+			AuthToken: hf.token, RequireToken: !hf.loopback(), Ready: ready, Scheduler: sched}, ln)
 	}
 	return c
 }

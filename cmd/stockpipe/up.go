@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/pgembed"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/stream"
@@ -33,7 +34,10 @@ func upCommand() *command {
 	g.register(c, 2000)
 	var pf processFlags
 	pf.register(c)
+	var sf schedFlags
+	sf.register(c, false)
 	c.run = func(rc *runCtx) error {
+		sf.partitions = *partitions
 		g.speed, g.resume = 1, true
 		if err := g.check(); err != nil {
 			return err
@@ -41,12 +45,12 @@ func upCommand() *command {
 		if err := hf.check(); err != nil {
 			return err
 		}
-		return runUp(rc, *dataDir, &kf, *url, *listen, &hf, int32(*partitions), &g, &pf)
+		return runUp(rc, *dataDir, &kf, *url, *listen, &hf, int32(*partitions), &g, &pf, &sf)
 	}
 	return c
 }
 
-func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf *httpFlags, partitions int32, g *genFlags, pf *processFlags) error {
+func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf *httpFlags, partitions int32, g *genFlags, pf *processFlags, sf *schedFlags) error {
 	metrics := telemetry.New()
 	started := time.Now()
 	if dbURL == "" {
@@ -112,6 +116,11 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 		return err
 	}
 
+	scfg := sf.config(pool, kcfg, pcfg.Group, rc.log)
+	sched, err := orchestrate.NewClient(scfg)
+	if err != nil {
+		return err
+	}
 	ln, err := listenHTTP(hf.addr)
 	if err != nil {
 		return err
@@ -125,7 +134,9 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 		genErr   error
 		procErr  error
 		webErr   error
+		schedErr error
 	)
+	wg.Go(func() { schedErr = runScheduler(rc, scfg) })
 	ready := []web.Check{brokerCheck(kcfg), {Name: "processor", Check: func(context.Context) error {
 		if proc.Assigned() == 0 {
 			return errors.New("the processor owns no partitions yet")
@@ -134,7 +145,7 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 	}}}
 	wg.Go(func() {
 		webErr = serveHTTP(rc, web.Config{Pool: pool, Kafka: kcfg, Group: pcfg.Group, Metrics: metrics,
-			AuthToken: hf.token, RequireToken: !hf.loopback(), Ready: ready}, ln)
+			AuthToken: hf.token, RequireToken: !hf.loopback(), Ready: ready, Scheduler: sched}, ln)
 	})
 	wg.Go(func() { procErr = proc.Run(rc.ctx) })
 	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, 1, metrics) })
@@ -151,7 +162,7 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 	wg.Wait()
 	stop()
 	rc.log.Info("stopped", "produced", produced, "stored", proc.Stats().Stored)
-	return errors.Join(genErr, procErr, webErr)
+	return errors.Join(genErr, procErr, webErr, schedErr)
 }
 
 func isAddrInUse(err error) bool {

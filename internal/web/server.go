@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
@@ -47,6 +48,9 @@ type Config struct {
 	RequireToken bool
 	// Ready are the checks /readyz runs besides the database's.
 	Ready []Check
+	// Scheduler, if set, backs /dags and the DAG API (a client suffices:
+	// runs are executed by scheduler nodes).
+	Scheduler *orchestrate.Scheduler
 }
 
 // Server serves the dashboard and API.
@@ -122,6 +126,12 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/anomalies", s.apiAnomalies)
 	m.HandleFunc("GET /api/stream", s.apiStream)
 	m.HandleFunc("GET /api/pipeline", s.apiPipeline)
+	m.HandleFunc("GET /api/dags", s.apiDAGs)
+	m.HandleFunc("GET /api/dags/runs", s.apiDAGRuns)
+	m.HandleFunc("GET /api/dags/runs/{id}", s.apiDAGRun)
+	m.HandleFunc("POST /api/dags/{name}/trigger", s.apiTrigger)
+	m.HandleFunc("GET /dags", s.dagsPage)
+	m.HandleFunc("GET /dags/run/{id}", s.runPage)
 	m.HandleFunc("GET /pipeline", func(w http.ResponseWriter, _ *http.Request) {
 		s.render(w, http.StatusOK, "pipeline.html", struct{ Title, Version string }{"stockpipe — pipeline", s.cfg.Version})
 	})
@@ -149,6 +159,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer wg.Wait()
 	wg.Go(func() { s.status(ctx) })
 	wg.Go(func() { s.pipelineLoop(ctx, s.adm) })
+	wg.Go(func() { s.watchRuns(ctx) })
 	return s.listen(ctx)
 }
 

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/orchestrate"
+)
+
+// schedFlags configure the shipped DAGs; shared by scheduler, dag and up.
+type schedFlags struct {
+	retention  time.Duration
+	partitions int
+	group      string
+}
+
+func (f *schedFlags) register(c *command, withPartitions bool) {
+	c.fs.DurationVar(&f.retention, "retention", 7*24*time.Hour, "how long the retention DAG keeps raw ticks (candles are kept)")
+	if withPartitions {
+		c.fs.IntVar(&f.partitions, "partitions", 6, "partition count the health DAG expects of the ticks topic")
+	}
+	if c.fs.Lookup("group") == nil {
+		c.fs.StringVar(&f.group, "group", "stockpipe", "the processors' consumer group, for the health DAG's lag check")
+	}
+}
+
+func (f *schedFlags) config(pool *pgxpool.Pool, kcfg kafka.Config, group string, log *slog.Logger) orchestrate.Config {
+	if f.partitions == 0 {
+		f.partitions = 6
+	}
+	if group == "" {
+		group = f.group
+	}
+	dags := orchestrate.Shipped(orchestrate.Deps{Pool: pool, Kafka: kcfg, Group: group,
+		Partitions: int32(f.partitions), Retention: f.retention})
+	return orchestrate.Config{Pool: pool, DAGs: dags, Kafka: kcfg, Logger: log}
+}
+
+func schedulerCommand() *command {
+	c := newCommand("scheduler", "run the batch DAGs (daily candles, data quality, retention, health, backfill)",
+		"stockpipe scheduler --database-url postgres://stockpipe@127.0.0.1:5432/stockpipe --brokers 127.0.0.1:9092")
+	url := c.fs.String("database-url", "", "PostgreSQL URL (or DATABASE_URL)")
+	var kf kafkaFlags
+	kf.register(c.fs, "Kafka brokers, for the health and CSV-backfill DAGs (optional)")
+	var sf schedFlags
+	sf.register(c, true)
+	c.run = func(rc *runCtx) error {
+		kcfg, err := optionalKafka(&kf, "stockpipe-scheduler")
+		if err != nil {
+			return err
+		}
+		pool, err := openDB(rc, *url, 8)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		return runScheduler(rc, sf.config(pool, kcfg, "", rc.log))
+	}
+	return c
+}
+
+// runScheduler runs a scheduler node until rc.ctx ends.
+func runScheduler(rc *runCtx, cfg orchestrate.Config) error {
+	s, err := orchestrate.New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.Start(rc.ctx); err != nil {
+		return err
+	}
+	rc.log.Info("scheduler started", "dags", len(cfg.DAGs))
+	<-rc.ctx.Done()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(rc.ctx), 10*time.Second)
+	defer cancel()
+	return s.Stop(ctx)
+}
+
+func optionalKafka(kf *kafkaFlags, clientID string) (kafka.Config, error) {
+	if kf.brokers == "" {
+		return kafka.Config{}, nil
+	}
+	return kf.config(clientID)
+}
+
+func dagCommand() *command {
+	c := newCommand("dag", "list, trigger and inspect the batch DAGs",
+		"stockpipe dag trigger market_close --date 2026-11-02 --database-url postgres://…")
+	c.usage = "list | trigger NAME [--date D] [--param k=v]… | runs [NAME] | backfill NAME --from D --to D"
+	c.positional = true
+	url := c.fs.String("database-url", "", "PostgreSQL URL (or DATABASE_URL)")
+	var kf kafkaFlags
+	kf.register(c.fs, "Kafka brokers, passed to runs that need them (optional)")
+	date := c.fs.String("date", "", "logical date of the run, YYYY-MM-DD (default: today in the DAG's time zone)")
+	from := c.fs.String("from", "", "first logical date of a backfill, YYYY-MM-DD")
+	to := c.fs.String("to", "", "last logical date of a backfill, YYYY-MM-DD")
+	limit := c.fs.Int("limit", 20, "runs to list")
+	var params paramList
+	c.fs.Var(&params, "param", "run parameter k=v (repeatable)")
+	var sf schedFlags
+	sf.register(c, false)
+	c.run = func(rc *runCtx) error {
+		args := c.args
+		if len(args) == 0 {
+			return errors.New("dag: say what to do: list, trigger NAME, runs [NAME] or backfill NAME (see 'stockpipe dag --help')")
+		}
+		verb, rest := args[0], args[1:]
+		name := ""
+		if len(rest) > 0 {
+			name = rest[0]
+		}
+		switch verb {
+		case "list", "runs":
+		case "trigger", "backfill":
+			if name == "" {
+				return fmt.Errorf("dag %s: which DAG? (stockpipe dag list shows them)", verb)
+			}
+		default:
+			return fmt.Errorf("dag: unknown action %q: use list, trigger, runs or backfill", verb)
+		}
+		kcfg, err := optionalKafka(&kf, "stockpipe-dag")
+		if err != nil {
+			return err
+		}
+		pool, err := openDB(rc, *url, 2)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		s, err := orchestrate.NewClient(sf.config(pool, kcfg, "", rc.log))
+		if err != nil {
+			return err
+		}
+		dag, known := findDAG(s, name)
+		if name != "" && !known {
+			return fmt.Errorf("dag %s: no DAG named %q (stockpipe dag list shows them)", verb, name)
+		}
+		switch verb {
+		case "list":
+			return listDAGs(rc, s)
+		case "runs":
+			return listRuns(rc, s, name, *limit)
+		case "trigger":
+			d, err := parseDate(*date, "--date", dag)
+			if err != nil {
+				return err
+			}
+			id, err := s.Trigger(rc.ctx, name, d, params.m)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(rc.stdout, "triggered %s for %s: run %d (a running scheduler executes it)\n", name, d.Format("2006-01-02"), id)
+			return nil
+		default: // backfill
+			if *from == "" || *to == "" {
+				return errors.New("dag backfill: --from and --to are required (YYYY-MM-DD)")
+			}
+			f, err := parseDate(*from, "--from", dag)
+			if err != nil {
+				return err
+			}
+			t, err := parseDate(*to, "--to", dag)
+			if err != nil {
+				return err
+			}
+			if t.Before(f) {
+				return errors.New("dag backfill: --to is before --from")
+			}
+			ids, err := s.Backfill(rc.ctx, name, f, t, params.m)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(rc.stdout, "queued %d runs of %s from %s to %s: %v\n", len(ids), name, *from, *to, ids)
+			return nil
+		}
+	}
+	return c
+}
+
+func findDAG(s *orchestrate.Scheduler, name string) (orchestrate.DAG, bool) {
+	for _, d := range s.DAGs() {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return orchestrate.DAG{}, false
+}
+
+// parseDate reads YYYY-MM-DD as midnight in the DAG's zone; empty is today.
+func parseDate(s, flag string, d orchestrate.DAG) (time.Time, error) {
+	loc := d.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	if s == "" {
+		y, m, dd := time.Now().In(loc).Date()
+		return time.Date(y, m, dd, 0, 0, 0, 0, loc), nil
+	}
+	t, err := time.ParseInLocation("2006-01-02", s, loc)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %q is not a date like 2026-11-02", flag, s)
+	}
+	return t, nil
+}
+
+func listDAGs(rc *runCtx, s *orchestrate.Scheduler) error {
+	w := tabwriter.NewWriter(rc.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "DAG\tSCHEDULE\tNEXT RUN\tTASKS\tDESCRIPTION")
+	for _, d := range s.DAGs() {
+		sched, next := "manual", "-"
+		if d.Schedule != "" {
+			loc := "UTC"
+			if d.Location != nil {
+				loc = d.Location.String()
+			}
+			sched = d.Schedule + " (" + loc + ")"
+			if t, ok := s.NextRun(d.Name, time.Now()); ok {
+				next = t.Format("2006-01-02 15:04 MST")
+			}
+		}
+		var tasks []string
+		for _, t := range d.Tasks {
+			tasks = append(tasks, t.Name)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.Name, sched, next, strings.Join(tasks, " → "), d.Description)
+	}
+	return w.Flush()
+}
+
+func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error {
+	runs, err := s.Runs(rc.ctx, dag, limit)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(rc.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "RUN\tDAG\tLOGICAL DATE\tSTATE\tSTARTED\tTOOK\tTASKS")
+	for _, r := range runs {
+		_, tasks, err := s.Run(rc.ctx, r.ID)
+		if err != nil {
+			return err
+		}
+		var ts []string
+		for _, t := range tasks {
+			ts = append(ts, t.Task+":"+t.State)
+		}
+		started, took := "-", "-"
+		if r.Started != nil {
+			started = r.Started.Local().Format("2006-01-02 15:04:05")
+			if r.Finished != nil {
+				took = r.Finished.Sub(*r.Started).Round(time.Millisecond).String()
+			}
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.DAG, r.LogicalDate.Format("2006-01-02 15:04"), r.State, started, took, strings.Join(ts, " "))
+	}
+	return w.Flush()
+}
+
+// paramList collects repeated --param k=v flags.
+type paramList struct{ m map[string]string }
+
+func (p *paramList) String() string {
+	var kv []string
+	for k, v := range p.m {
+		kv = append(kv, k+"="+v)
+	}
+	sort.Strings(kv)
+	return strings.Join(kv, ",")
+}
+
+func (p *paramList) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("%q is not k=v", s)
+	}
+	if p.m == nil {
+		p.m = map[string]string{}
+	}
+	p.m[k] = v
+	return nil
+}

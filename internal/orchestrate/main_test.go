@@ -1,0 +1,9 @@
+package orchestrate
+
+import (
+	"testing"
+
+	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }

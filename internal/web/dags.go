@@ -1,0 +1,280 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/stockpipe/stockpipe/internal/orchestrate"
+)
+
+// runJSON is a DAG run as the API shows it.
+type runJSON struct {
+	ID          int64             `json:"id"`
+	DAG         string            `json:"dag"`
+	LogicalDate time.Time         `json:"logical_date"`
+	State       string            `json:"state"`
+	Params      map[string]string `json:"params"`
+	Started     *time.Time        `json:"started"`
+	Finished    *time.Time        `json:"finished"`
+}
+
+func toRunJSON(r orchestrate.Run) runJSON {
+	p := r.Params
+	if p == nil {
+		p = map[string]string{}
+	}
+	return runJSON{ID: r.ID, DAG: r.DAG, LogicalDate: r.LogicalDate.UTC(), State: r.State, Params: p, Started: r.Started, Finished: r.Finished}
+}
+
+type taskJSON struct {
+	Task       string     `json:"task"`
+	Deps       []string   `json:"deps"`
+	State      string     `json:"state"`
+	Attempts   int        `json:"attempts"`
+	Started    *time.Time `json:"started"`
+	Finished   *time.Time `json:"finished"`
+	DurationMs int64      `json:"duration_ms"`
+	Error      string     `json:"error"`
+	Log        string     `json:"log"`
+}
+
+func (s *Server) scheduler(w http.ResponseWriter) *orchestrate.Scheduler {
+	if s.cfg.Scheduler == nil {
+		writeError(w, http.StatusServiceUnavailable, "this server has no scheduler configured")
+	}
+	return s.cfg.Scheduler
+}
+
+func (s *Server) dag(name string) (orchestrate.DAG, bool) {
+	for _, d := range s.cfg.Scheduler.DAGs() {
+		if d.Name == name {
+			return d, true
+		}
+	}
+	return orchestrate.DAG{}, false
+}
+
+func (s *Server) apiDAGs(w http.ResponseWriter, r *http.Request) {
+	sch := s.scheduler(w)
+	if sch == nil {
+		return
+	}
+	type taskDef struct {
+		Name string   `json:"name"`
+		Deps []string `json:"deps"`
+	}
+	type dagJSON struct {
+		Name        string            `json:"name"`
+		Description string            `json:"description"`
+		Schedule    string            `json:"schedule"`
+		TimeZone    string            `json:"timezone"`
+		NextRun     *time.Time        `json:"next_run"`
+		Params      map[string]string `json:"params"`
+		Tasks       []taskDef         `json:"tasks"`
+		Recent      []runJSON         `json:"recent"`
+	}
+	out := []dagJSON{}
+	for _, d := range sch.DAGs() {
+		j := dagJSON{Name: d.Name, Description: d.Description, Schedule: d.Schedule, TimeZone: "UTC", Params: d.Params, Tasks: []taskDef{}, Recent: []runJSON{}}
+		if d.Location != nil {
+			j.TimeZone = d.Location.String()
+		}
+		if j.Params == nil {
+			j.Params = map[string]string{}
+		}
+		if t, ok := sch.NextRun(d.Name, time.Now()); ok {
+			t = t.UTC()
+			j.NextRun = &t
+		}
+		for _, t := range d.Tasks {
+			deps := t.Deps
+			if deps == nil {
+				deps = []string{}
+			}
+			j.Tasks = append(j.Tasks, taskDef{Name: t.Name, Deps: deps})
+		}
+		runs, err := sch.Runs(r.Context(), d.Name, 25)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		for i := len(runs) - 1; i >= 0; i-- {
+			j.Recent = append(j.Recent, toRunJSON(runs[i]))
+		}
+		out = append(out, j)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) apiDAGRuns(w http.ResponseWriter, r *http.Request) {
+	sch := s.scheduler(w)
+	if sch == nil {
+		return
+	}
+	name := r.URL.Query().Get("dag")
+	if name != "" {
+		if _, ok := s.dag(name); !ok {
+			writeError(w, http.StatusNotFound, "no DAG named "+strconv.Quote(name))
+			return
+		}
+	}
+	limit, err := limitParam(r, 50, 500)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	runs, err := sch.Runs(r.Context(), name, limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := []runJSON{}
+	for _, run := range runs {
+		out = append(out, toRunJSON(run))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"runs": out})
+}
+
+func (s *Server) apiDAGRun(w http.ResponseWriter, r *http.Request) {
+	sch := s.scheduler(w)
+	if sch == nil {
+		return
+	}
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		writeError(w, http.StatusBadRequest, "run id "+strconv.Quote(r.PathValue("id"))+" is not a positive integer")
+		return
+	}
+	run, tasks, err := sch.Run(r.Context(), id)
+	if err != nil {
+		if errors.Is(err, orchestrate.ErrRunNotFound) {
+			writeError(w, http.StatusNotFound, "no run "+strconv.FormatInt(id, 10))
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	deps := map[string][]string{}
+	if d, ok := s.dag(run.DAG); ok {
+		for _, t := range d.Tasks {
+			deps[t.Name] = t.Deps
+		}
+	}
+	out := []taskJSON{}
+	for _, t := range tasks {
+		d := deps[t.Task]
+		if d == nil {
+			d = []string{}
+		}
+		out = append(out, taskJSON{Task: t.Task, Deps: d, State: t.State, Attempts: t.Attempts, Started: t.Started,
+			Finished: t.Finished, DurationMs: t.Duration.Milliseconds(), Error: t.Error, Log: t.Log})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"run": toRunJSON(run), "tasks": out})
+}
+
+func (s *Server) apiTrigger(w http.ResponseWriter, r *http.Request) {
+	sch := s.scheduler(w)
+	if sch == nil {
+		return
+	}
+	name := r.PathValue("name")
+	d, ok := s.dag(name)
+	if !ok {
+		writeError(w, http.StatusNotFound, "no DAG named "+strconv.Quote(name))
+		return
+	}
+	var body struct {
+		Date   string            `json:"date"`
+		Params map[string]string `json:"params"`
+	}
+	if r.ContentLength != 0 {
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			writeError(w, http.StatusBadRequest, "the body must be JSON like {\"date\":\"2026-11-02\",\"params\":{}}")
+			return
+		}
+	}
+	loc := d.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	logical := time.Now().In(loc)
+	logical = time.Date(logical.Year(), logical.Month(), logical.Day(), 0, 0, 0, 0, loc)
+	if body.Date != "" {
+		t, err := time.ParseInLocation("2006-01-02", body.Date, loc)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "date "+strconv.Quote(body.Date)+" is not a date like 2026-11-02")
+			return
+		}
+		logical = t
+	}
+	id, err := sch.Trigger(r.Context(), name, logical, body.Params)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("DAG triggered from the web", "dag", name, "date", logical.Format("2006-01-02"), "run", id)
+	writeJSON(w, http.StatusAccepted, map[string]int64{"run_id": id})
+}
+
+// watchRuns publishes a "dagrun" event for every run that changed, looking
+// every two seconds: runs change a few times a minute at most, and other
+// scheduler nodes may be running them.
+func (s *Server) watchRuns(ctx context.Context) {
+	sch := s.cfg.Scheduler
+	if sch == nil {
+		return
+	}
+	seen := map[int64]string{}
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for first := true; ; first = false {
+		runs, err := sch.Runs(ctx, "", 100)
+		if err == nil {
+			for _, run := range runs {
+				j := toRunJSON(run)
+				key := j.State
+				if j.Started != nil {
+					key += j.Started.String()
+				}
+				if j.Finished != nil {
+					key += j.Finished.String()
+				}
+				if seen[run.ID] != key {
+					seen[run.ID] = key
+					if !first {
+						if data, err := json.Marshal(j); err == nil {
+							s.hub.publish(message{frame: frame("dagrun", data)})
+						}
+					}
+				}
+			}
+		} else if !errors.Is(err, context.Canceled) {
+			s.log.Debug("watching DAG runs", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) dagsPage(w http.ResponseWriter, _ *http.Request) {
+	s.render(w, http.StatusOK, "dags.html", struct{ Title, Version string }{"stockpipe — jobs", s.cfg.Version})
+}
+
+func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		http.Error(w, "not a run id", http.StatusNotFound)
+		return
+	}
+	s.render(w, http.StatusOK, "run.html", struct {
+		Title, Version string
+		RunID          int64
+	}{"stockpipe — run " + strconv.FormatInt(id, 10), s.cfg.Version, id})
+}
