@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/stockpipe/stockpipe/internal/orchestrate"
 )
 
@@ -220,9 +222,12 @@ func (s *Server) apiTrigger(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]int64{"run_id": id})
 }
 
-// watchRuns publishes a "dagrun" event for every run that changed, looking
-// every two seconds: runs change a few times a minute at most, and other
-// scheduler nodes may be running them.
+// watchRuns publishes a "dagrun" event for every run whose state or tasks
+// changed, looking every two seconds: runs change a few times a minute at
+// most, and other scheduler nodes may be running them. It looks at runs that
+// are active or changed in the last ten minutes, whatever their logical date
+// (a backfill of last year is as live as today's run), and includes the
+// task states so a run page follows each task.
 func (s *Server) watchRuns(ctx context.Context) {
 	sch := s.cfg.Scheduler
 	if sch == nil {
@@ -232,28 +237,44 @@ func (s *Server) watchRuns(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
 	for first := true; ; first = false {
-		runs, err := sch.Runs(ctx, "", 100)
+		// Read straight from the scheduler's history table: the
+		// scheduler's own listing is by logical date, not by change.
+		rows, err := s.cfg.Pool.Query(ctx, `SELECT id FROM dag_runs
+			WHERE state IN ('queued', 'running') OR created_at > now() - interval '10 minutes'
+			   OR finished_at > now() - interval '10 minutes'
+			ORDER BY id DESC LIMIT 200`)
+		var ids []int64
 		if err == nil {
-			for _, run := range runs {
-				j := toRunJSON(run)
-				key := j.State
-				if j.Started != nil {
-					key += j.Started.String()
-				}
-				if j.Finished != nil {
-					key += j.Finished.String()
-				}
-				if seen[run.ID] != key {
-					seen[run.ID] = key
-					if !first {
-						if data, err := json.Marshal(j); err == nil {
-							s.hub.publish(message{frame: frame("dagrun", data)})
-						}
-					}
-				}
-			}
-		} else if !errors.Is(err, context.Canceled) {
+			ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		}
+		if err != nil && !errors.Is(err, context.Canceled) {
 			s.log.Debug("watching DAG runs", "err", err)
+		}
+		prev := seen
+		seen = make(map[int64]string, len(ids)) // forget runs that went quiet
+		for _, id := range ids {
+			run, tasks, err := sch.Run(ctx, id)
+			if err != nil {
+				continue
+			}
+			j := toRunJSON(run)
+			key := j.State
+			if j.Started != nil {
+				key += j.Started.String()
+			}
+			if j.Finished != nil {
+				key += j.Finished.String()
+			}
+			for _, tr := range tasks {
+				key += "|" + tr.Task + ":" + tr.State + ":" + strconv.Itoa(tr.Attempts)
+			}
+			seen[id] = key
+			if prev[id] == key || first {
+				continue
+			}
+			if data, err := json.Marshal(j); err == nil {
+				s.hub.publish(message{frame: frame("dagrun", data)})
+			}
 		}
 		select {
 		case <-ctx.Done():
