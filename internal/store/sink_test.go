@@ -17,7 +17,7 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-func openMigrated(t *testing.T) *pgxpool.Pool {
+func openMigrated(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	ctx := context.Background()
 	pool, err := store.Open(ctx, pgtest.New(t), 4)
