@@ -25,9 +25,11 @@ vet:
 fmt:
 	gofmt -w .
 
-## bench: the hot-path micro-benchmarks
-bench:
+## bench: the hot-path micro-benchmarks, then the end-to-end load test
+bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	./$(BIN) loadtest --count 200000
+	./$(BIN) loadtest --count 200000 --rate 20000
 
 ## fuzz: each fuzz target for a bounded time
 fuzz:

@@ -38,6 +38,7 @@ func commands() []*command {
 		schedulerCommand(),
 		dagCommand(),
 		evaluateCommand(),
+		loadtestCommand(),
 	}
 }
 

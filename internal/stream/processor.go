@@ -222,7 +222,9 @@ func (p *Processor) session(ctx context.Context) error {
 		kgo.OnPartitionsRevoked(p.revoke),
 		kgo.OnPartitionsLost(p.revoke),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(p.cfg.BatchWait),
+		// The broker may hold a fetch this long for data; franz-go's floor
+		// is 10 ms.
+		kgo.FetchMaxWait(max(p.cfg.BatchWait, 10*time.Millisecond)),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
 	)
 	if p.cfg.InstanceID != "" {

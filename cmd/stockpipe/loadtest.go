@@ -1,0 +1,65 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/stockpipe/stockpipe/internal/loadtest"
+)
+
+func loadtestCommand() *command {
+	c := newCommand("loadtest", "measure throughput and latency of the whole pipeline against raw COPY and a naive consumer",
+		"stockpipe loadtest --count 200000 --rate 20000")
+	count := c.fs.Int64("count", 1_000_000, "ticks to send through the pipeline")
+	rate := c.fs.Float64("rate", 0, "ticks per second; 0 = as fast as possible (latency figures then mean little)")
+	symbols := c.fs.Int("symbols", 30, "number of symbols; beyond the 30 built-in ones, tickers S0001, S0002, … are generated")
+	dataDir := c.fs.String("data-dir", "", "where the embedded broker and PostgreSQL keep their data (default: a temporary directory, removed afterwards)")
+	var kf kafkaFlags
+	kf.register(c.fs, "use this Kafka cluster instead of the embedded broker (a topic of the run's own is created and deleted)")
+	url := c.fs.String("database-url", "", "use this PostgreSQL instead of the embedded one (or DATABASE_URL); its ticks table must be empty")
+	baseline := c.fs.Int("baseline-rows", 5_000, "rows the naive row-by-row baseline inserts")
+	partitions := c.fs.Int("partitions", 6, "partitions of the load-test topic")
+	asJSON := c.fs.Bool("json", false, "print the report as one JSON object")
+	batchSize := c.fs.Int("batch-size", 10_000, "processor: records per transaction at most")
+	batchWait := c.fs.Duration("batch-wait", 50*time.Millisecond, "processor: how long a batch may wait to fill")
+	c.run = func(rc *runCtx) error {
+		switch {
+		case *count < 1:
+			return errors.New("--count must be at least 1")
+		case *rate < 0:
+			return errors.New("--rate must be 0 (as fast as possible) or above")
+		case *symbols < 1 || *symbols > 9999:
+			return errors.New("--symbols must be between 1 and 9999")
+		case *baseline < 1:
+			return errors.New("--baseline-rows must be at least 1")
+		case *partitions < 1:
+			return errors.New("--partitions must be at least 1")
+		}
+		cfg := loadtest.Config{Count: *count, Rate: *rate, Symbols: *symbols, DataDir: *dataDir,
+			DatabaseURL: *url, BaselineRows: *baseline, Partitions: int32(*partitions), Logger: rc.log,
+			BatchSize: *batchSize, BatchWait: *batchWait}
+		if kf.brokers != "" {
+			kcfg, err := kf.config("stockpipe-loadtest")
+			if err != nil {
+				return err
+			}
+			cfg.Kafka = kcfg
+		}
+		rep, err := loadtest.Run(rc.ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(rc.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(rep)
+		}
+		if err := rep.WriteTable(rc.stdout); err != nil {
+			return fmt.Errorf("writing the report: %w", err)
+		}
+		return nil
+	}
+	return c
+}

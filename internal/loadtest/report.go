@@ -1,0 +1,211 @@
+package loadtest
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Machine describes where the test ran.
+type Machine struct {
+	CPUs              int    `json:"cpus"`
+	OS                string `json:"os"`
+	Arch              string `json:"arch"`
+	Go                string `json:"go"`
+	PostgreSQL        string `json:"postgresql"`
+	Fsync             string `json:"fsync"`
+	SynchronousCommit string `json:"synchronous_commit"`
+	Database          string `json:"database"` // embedded or external
+	Broker            string `json:"broker"`   // embedded or external
+}
+
+// Latency is a latency distribution in milliseconds.
+type Latency struct {
+	Method  string  `json:"method"` // "exact" or "bucket-interpolated"
+	Samples int64   `json:"samples"`
+	P50     float64 `json:"p50_ms"`
+	P99     float64 `json:"p99_ms"`
+	P999    float64 `json:"p999_ms"`
+	Max     float64 `json:"max_ms,omitempty"` // exact only
+	// AboveRange means a percentile fell beyond the histogram's last
+	// bucket; the figure given is that bucket's bound, a lower limit.
+	AboveRange bool `json:"above_range,omitempty"`
+	Reconnects int  `json:"reconnects,omitempty"` // live stream only
+}
+
+// Target is one goal and whether the run met it.
+type Target struct {
+	Name     string `json:"name"`
+	Goal     string `json:"goal"`
+	Measured string `json:"measured"`
+	Status   string `json:"status"` // pass, fail or n/a
+	Note     string `json:"note,omitempty"`
+}
+
+// Report is the outcome of a load test.
+type Report struct {
+	Date         time.Time `json:"date"`
+	Machine      Machine   `json:"machine"`
+	Mode         string    `json:"mode"` // paced or as fast as possible
+	Count        int64     `json:"count"`
+	Rate         float64   `json:"rate"` // requested ticks/s, 0 = unpaced
+	Symbols      int       `json:"symbols"`
+	Partitions   int32     `json:"partitions"`
+	BaselineRows int       `json:"baseline_rows"`
+
+	Produced       int64   `json:"produced"`
+	ProduceSeconds float64 `json:"produce_seconds"`
+	Committed      int64   `json:"committed"` // records covered by consumer_offsets
+	Stored         int64   `json:"stored"`
+	Duplicates     int64   `json:"duplicates"`
+	Rejected       int64   `json:"rejected"`
+	Batches        int64   `json:"batches"`
+	// ElapsedSeconds runs from the first record produced to the last commit.
+	ElapsedSeconds float64 `json:"elapsed_seconds"`
+	Throughput     float64 `json:"throughput_per_s"`
+
+	TickToCommit Latency `json:"tick_to_commit"`
+	TickToSSE    Latency `json:"tick_to_sse"`
+
+	// CPU and memory of this process, which runs the generator, broker,
+	// processor and web server together.
+	CPUSeconds    float64 `json:"cpu_seconds"`
+	CPUPerMillion float64 `json:"cpu_seconds_per_million"`
+	PeakRSSMB     float64 `json:"peak_rss_mib"`
+	// PostgresCPUSeconds is the server's CPU time over the same span, when
+	// it runs on this machine.
+	PostgresCPUSeconds *float64 `json:"postgres_cpu_seconds,omitempty"`
+
+	CopyRows     int64   `json:"copy_rows"`
+	CopySeconds  float64 `json:"copy_seconds"`
+	CopyRate     float64 `json:"copy_rows_per_s"`
+	NaiveRows    int64   `json:"naive_rows"`
+	NaiveSeconds float64 `json:"naive_seconds"`
+	NaiveRate    float64 `json:"naive_rows_per_s"`
+	VsCopy       float64 `json:"pipeline_vs_copy"`
+	VsNaive      float64 `json:"pipeline_vs_naive"`
+
+	Targets []Target `json:"targets"`
+	Notes   []string `json:"notes,omitempty"`
+}
+
+func status(ok bool) string {
+	if ok {
+		return "pass"
+	}
+	return "fail"
+}
+
+// evaluate fills the ratios and the targets.
+func (r *Report) evaluate() {
+	if r.CopyRate > 0 {
+		r.VsCopy = r.Throughput / r.CopyRate
+	}
+	if r.NaiveRate > 0 {
+		r.VsNaive = r.Throughput / r.NaiveRate
+	}
+	r.Targets = []Target{
+		{Name: "throughput vs raw COPY", Goal: "≥ 0.6×", Measured: fmt.Sprintf("%.2f×", r.VsCopy), Status: status(r.VsCopy >= 0.6)},
+		{Name: "throughput vs naive consumer", Goal: "≥ 100×", Measured: fmt.Sprintf("%.1f×", r.VsNaive), Status: status(r.VsNaive >= 100)},
+	}
+	if r.Rate > 0 {
+		// Paced, throughput is the pacing rate, not the capacity.
+		for i := range r.Targets {
+			r.Targets[i].Status, r.Targets[i].Note = "n/a", "needs an unpaced run (--rate 0)"
+		}
+	}
+	latency := func(name, goal string, l Latency, limit float64) Target {
+		t := Target{Name: name, Goal: goal, Measured: fmt.Sprintf("%.1f ms", l.P99)}
+		if l.AboveRange {
+			t.Measured = "> " + t.Measured
+		}
+		switch {
+		case r.Rate == 0:
+			t.Status, t.Note = "n/a", "needs --rate"
+		case l.Samples == 0:
+			t.Status, t.Note = "fail", "no samples"
+		default:
+			t.Status = status(l.P99 <= limit && !l.AboveRange)
+			if r.Rate != 20_000 {
+				t.Note = fmt.Sprintf("measured at %.0f ticks/s", r.Rate)
+			}
+		}
+		return t
+	}
+	r.Targets = append(r.Targets,
+		latency("p99 tick→commit", "≤ 25 ms at 20,000 ticks/s", r.TickToCommit, 25),
+		latency("p99 tick→browser", "≤ 100 ms", r.TickToSSE, 100))
+	r.Notes = append(r.Notes, "CPU and RSS are this process's, which holds generator, broker, processor and web server")
+	if r.Machine.Fsync == "off" || r.Machine.SynchronousCommit == "off" {
+		r.Notes = append(r.Notes, "PostgreSQL runs without durable commits (fsync or synchronous_commit off), which flatters the naive baseline most")
+	}
+}
+
+// WriteTable prints the report as aligned text.
+func (r Report) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "  %s\t%s\n", k, fmt.Sprintf(format, a...)) }
+	lat := func(l Latency) string {
+		if l.Samples == 0 {
+			return "no samples"
+		}
+		s := fmt.Sprintf("p50 %.1f  p99 %.1f  p99.9 %.1f ms", l.P50, l.P99, l.P999)
+		if l.Max > 0 {
+			s += fmt.Sprintf("  max %.1f", l.Max)
+		}
+		s += fmt.Sprintf("  (%s, %d samples", l.Method, l.Samples)
+		if l.AboveRange {
+			s += ", beyond the top bucket: lower limits"
+		}
+		if l.Reconnects > 0 {
+			s += fmt.Sprintf(", %d reconnects", l.Reconnects)
+		}
+		return s + ")"
+	}
+	m := r.Machine
+	fmt.Fprintln(tw, "stockpipe load test")
+	row("date", "%s", r.Date.Format(time.RFC3339))
+	row("machine", "%d CPUs, %s/%s, %s", m.CPUs, m.OS, m.Arch, m.Go)
+	row("postgresql", "%s (%s; fsync %s, synchronous_commit %s)", m.PostgreSQL, m.Database, m.Fsync, m.SynchronousCommit)
+	row("broker", "%s, %d partitions", m.Broker, r.Partitions)
+	rate := "as fast as possible"
+	if r.Rate > 0 {
+		rate = fmt.Sprintf("%.0f ticks/s (paced)", r.Rate)
+	}
+	row("workload", "%d ticks, %d symbols, %s", r.Count, r.Symbols, rate)
+	fmt.Fprintln(tw, "pipeline")
+	row("produced", "%d in %.2f s", r.Produced, r.ProduceSeconds)
+	row("committed", "%d records (%d stored, %d duplicates, %d rejected) in %d batches", r.Committed, r.Stored, r.Duplicates, r.Rejected, r.Batches)
+	row("throughput", "%.0f ticks/s (%d in %.2f s, first produce → last commit)", r.Throughput, r.Produced, r.ElapsedSeconds)
+	row("tick→commit", "%s", lat(r.TickToCommit))
+	row("tick→SSE", "%s", lat(r.TickToSSE))
+	row("CPU (this process)", "%.2f s (%.2f s per million ticks)", r.CPUSeconds, r.CPUPerMillion)
+	row("peak RSS (this process)", "%.0f MiB", r.PeakRSSMB)
+	if r.PostgresCPUSeconds != nil {
+		row("CPU (PostgreSQL)", "%.2f s", *r.PostgresCPUSeconds)
+	} else {
+		row("CPU (PostgreSQL)", "not available")
+	}
+	fmt.Fprintln(tw, "baselines (same rows)")
+	row("raw binary COPY", "%.0f rows/s (%d rows in %.2f s)", r.CopyRate, r.CopyRows, r.CopySeconds)
+	row("naive row-by-row", "%.0f rows/s (%d rows in %.2f s, one commit per row)", r.NaiveRate, r.NaiveRows, r.NaiveSeconds)
+	row("pipeline / COPY", "%.2f×", r.VsCopy)
+	row("pipeline / naive", "%.1f×", r.VsNaive)
+	fmt.Fprintln(tw, "targets\tgoal\tmeasured\tstatus")
+	for _, t := range r.Targets {
+		st := strings.ToUpper(t.Status)
+		if t.Note != "" {
+			st += " (" + t.Note + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", t.Name, t.Goal, t.Measured, st)
+	}
+	if len(r.Notes) > 0 {
+		fmt.Fprintln(tw, "notes")
+		for _, n := range r.Notes {
+			fmt.Fprintf(tw, "  - %s\n", n)
+		}
+	}
+	return tw.Flush()
+}
