@@ -190,6 +190,10 @@ func (p *Processor) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		var ce *configError
+		if errors.As(err, &ce) {
+			return ce.err
+		}
 		if errors.Is(err, store.ErrFenced) {
 			p.fenced.Add(1)
 			p.log.Warn("a partition moved to another processor; rejoining", "err", err)
@@ -204,6 +208,12 @@ func (p *Processor) Run(ctx context.Context) error {
 		backoff = min(backoff*2, 10*time.Second)
 	}
 }
+
+// configError is a session failure that no retry can fix.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
 
 // session runs one consumer-group membership until ctx is done or a commit
 // fails for good.
@@ -232,7 +242,8 @@ func (p *Processor) session(ctx context.Context) error {
 	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
-		return fmt.Errorf("creating Kafka consumer: %w", err)
+		// Only options can make this fail; retrying would not help.
+		return &configError{fmt.Errorf("creating Kafka consumer: %w", err)}
 	}
 	defer cl.Close()
 
