@@ -1,11 +1,9 @@
 package candle
 
 import (
-	"encoding/binary"
 	"errors"
-	"fmt"
-	"math"
-	"time"
+
+	"github.com/stockpipe/stockpipe/internal/snapshot"
 )
 
 // ErrCorrupt is wrapped by every error Decode and UnmarshalBinary return: the
@@ -23,113 +21,9 @@ const (
 	tagWatermark = 'M'
 )
 
-// appendF64 writes the IEEE 754 bits, so that a restored value is the same
-// float64.
-func appendF64(dst []byte, v float64) []byte {
-	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(v))
-}
-
-func appendI64(dst []byte, v int64) []byte {
-	return binary.LittleEndian.AppendUint64(dst, uint64(v))
-}
-
-// appendTime writes Unix seconds and nanoseconds rather than a nanosecond
-// count, which would overflow outside the years 1678–2262 and cannot hold
-// the zero time.
-func appendTime(dst []byte, t time.Time) []byte {
-	dst = appendI64(dst, t.Unix())
-	return binary.LittleEndian.AppendUint32(dst, uint32(t.Nanosecond()))
-}
-
-// reader consumes an encoded state from the front of a buffer. The first
-// problem sticks in err and makes every later read return zero, so decoders
-// can read all fields and check err once.
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) fail(format string, args ...any) {
-	if r.err == nil {
-		r.err = fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
-	}
-}
-
-func (r *reader) take(n int) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if len(r.b) < n {
-		r.fail("truncated")
-		return nil
-	}
-	p := r.b[:n]
-	r.b = r.b[n:]
-	return p
-}
-
-func (r *reader) header(tag byte) {
-	p := r.take(2)
-	if p == nil {
-		return
-	}
-	if p[0] != tag {
-		r.fail("type tag %q, want %q", p[0], tag)
-		return
-	}
-	if p[1] != stateVersion {
-		r.fail("version %d, want %d", p[1], stateVersion)
-	}
-}
-
-func (r *reader) byte() byte {
-	p := r.take(1)
-	if p == nil {
-		return 0
-	}
-	return p[0]
-}
-
-func (r *reader) f64() float64 {
-	p := r.take(8)
-	if p == nil {
-		return 0
-	}
-	return math.Float64frombits(binary.LittleEndian.Uint64(p))
-}
-
-func (r *reader) i64() int64 {
-	p := r.take(8)
-	if p == nil {
-		return 0
-	}
-	return int64(binary.LittleEndian.Uint64(p))
-}
-
-// time returns the time in UTC without a monotonic reading, the form every
-// stored time has, so that a restored state compares equal to the original.
-func (r *reader) time() time.Time {
-	sec := r.i64()
-	p := r.take(4)
-	if p == nil {
-		return time.Time{}
-	}
-	nsec := binary.LittleEndian.Uint32(p)
-	if nsec >= 1e9 {
-		r.fail("nanoseconds %d", nsec)
-		return time.Time{}
-	}
-	return time.Unix(sec, int64(nsec)).UTC()
-}
-
 // whole turns the result of a Decode into that of an UnmarshalBinary, which
 // must consume all of b.
-func whole(rest []byte, err error) error {
-	if err != nil {
-		return err
-	}
-	if len(rest) != 0 {
-		return fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(rest))
-	}
-	return nil
-}
+func whole(rest []byte, err error) error { return snapshot.Whole(rest, err, ErrCorrupt) }
+
+// newReader reads a state of this package's layout version.
+func newReader(b []byte) *snapshot.Reader { return snapshot.NewReader(b, ErrCorrupt, stateVersion) }

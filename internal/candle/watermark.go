@@ -3,6 +3,8 @@ package candle
 import (
 	"fmt"
 	"time"
+
+	"github.com/stockpipe/stockpipe/internal/snapshot"
 )
 
 // Watermark tracks how far one symbol's event time has certainly got: the
@@ -75,7 +77,7 @@ func (w *Watermark) Max() (time.Time, bool) { return w.max, w.seen }
 // error is there to satisfy encoding.BinaryAppender.
 func (w *Watermark) AppendBinary(dst []byte) ([]byte, error) {
 	dst = append(dst, tagWatermark, stateVersion)
-	dst = appendI64(dst, int64(w.lateness))
+	dst = snapshot.AppendI64(dst, int64(w.lateness))
 	var flags byte
 	if w.seen {
 		flags |= 1
@@ -84,8 +86,8 @@ func (w *Watermark) AppendBinary(dst []byte) ([]byte, error) {
 		flags |= 2
 	}
 	dst = append(dst, flags)
-	dst = appendTime(dst, w.max)
-	return appendTime(dst, w.mark), nil
+	dst = snapshot.AppendTime(dst, w.max)
+	return snapshot.AppendTime(dst, w.mark), nil
 }
 
 // MarshalBinary returns AppendBinary(nil).
@@ -95,25 +97,25 @@ func (w *Watermark) MarshalBinary() ([]byte, error) { return w.AppendBinary(nil)
 // returns the bytes after it, for reading states composed into one buffer.
 // On error w is unchanged.
 func (w *Watermark) Decode(b []byte) (rest []byte, err error) {
-	r := reader{b: b}
-	r.header(tagWatermark)
-	lateness := time.Duration(r.i64())
-	flags := r.byte()
-	t := Watermark{lateness: lateness, max: r.time(), mark: r.time(), seen: flags&1 != 0, set: flags&2 != 0}
+	r := newReader(b)
+	r.Header(tagWatermark)
+	lateness := time.Duration(r.I64())
+	flags := r.Byte()
+	t := Watermark{lateness: lateness, max: r.Time(), mark: r.Time(), seen: flags&1 != 0, set: flags&2 != 0}
 	switch {
-	case r.err != nil:
+	case r.Err != nil:
 	case lateness < 0:
-		r.fail("negative lateness %v", lateness)
+		r.Fail("negative lateness %v", lateness)
 	case flags > 3:
-		r.fail("watermark flags %#x", flags)
+		r.Fail("watermark flags %#x", flags)
 	case !t.seen && !t.max.IsZero(), !t.set && !t.mark.IsZero():
-		r.fail("watermark time without its flag")
+		r.Fail("watermark time without its flag")
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	*w = t
-	return r.b, nil
+	return r.B, nil
 }
 
 // UnmarshalBinary restores w from exactly the bytes AppendBinary wrote. On

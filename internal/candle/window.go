@@ -3,6 +3,8 @@ package candle
 import (
 	"fmt"
 	"time"
+
+	"github.com/stockpipe/stockpipe/internal/snapshot"
 )
 
 // MaxOpen is how many candles a Window holds open at once. Open candles
@@ -154,29 +156,29 @@ func (w *Window) Forming(dst []Candle) []Candle {
 // and uint32 nanoseconds, float64s their IEEE 754 bits, all little endian.
 func (w *Window) AppendBinary(dst []byte) ([]byte, error) {
 	dst = append(dst, tagWindow, stateVersion)
-	dst = appendI64(dst, int64(w.interval))
-	dst = appendI64(dst, int64(w.lateness))
+	dst = snapshot.AppendI64(dst, int64(w.interval))
+	dst = snapshot.AppendI64(dst, int64(w.lateness))
 	adv := byte(0)
 	if w.advanced {
 		adv = 1
 	}
 	dst = append(dst, adv)
-	dst = appendTime(dst, w.done)
+	dst = snapshot.AppendTime(dst, w.done)
 	dst = append(dst, byte(w.n))
 	for i := range w.n {
 		c := &w.open[i]
-		dst = appendTime(dst, c.Bucket)
-		dst = appendF64(dst, c.Open)
-		dst = appendF64(dst, c.High)
-		dst = appendF64(dst, c.Low)
-		dst = appendF64(dst, c.Close)
-		dst = appendI64(dst, c.Volume)
-		dst = appendF64(dst, c.Turnover)
-		dst = appendI64(dst, c.Trades)
-		dst = appendTime(dst, c.OpenTS)
-		dst = appendI64(dst, c.OpenSeq)
-		dst = appendTime(dst, c.CloseTS)
-		dst = appendI64(dst, c.CloseSeq)
+		dst = snapshot.AppendTime(dst, c.Bucket)
+		dst = snapshot.AppendF64(dst, c.Open)
+		dst = snapshot.AppendF64(dst, c.High)
+		dst = snapshot.AppendF64(dst, c.Low)
+		dst = snapshot.AppendF64(dst, c.Close)
+		dst = snapshot.AppendI64(dst, c.Volume)
+		dst = snapshot.AppendF64(dst, c.Turnover)
+		dst = snapshot.AppendI64(dst, c.Trades)
+		dst = snapshot.AppendTime(dst, c.OpenTS)
+		dst = snapshot.AppendI64(dst, c.OpenSeq)
+		dst = snapshot.AppendTime(dst, c.CloseTS)
+		dst = snapshot.AppendI64(dst, c.CloseSeq)
 	}
 	return dst, nil
 }
@@ -188,51 +190,51 @@ func (w *Window) MarshalBinary() ([]byte, error) { return w.AppendBinary(nil) }
 // returns the bytes after it, for reading states composed into one buffer.
 // On error w is unchanged.
 func (w *Window) Decode(b []byte) (rest []byte, err error) {
-	r := reader{b: b}
-	r.header(tagWindow)
+	r := newReader(b)
+	r.Header(tagWindow)
 	var t Window
-	t.interval = time.Duration(r.i64())
-	t.lateness = time.Duration(r.i64())
-	adv := r.byte()
-	t.done = r.time()
-	t.n = int(r.byte())
-	if r.err != nil {
-		return nil, r.err
+	t.interval = time.Duration(r.I64())
+	t.lateness = time.Duration(r.I64())
+	adv := r.Byte()
+	t.done = r.Time()
+	t.n = int(r.Byte())
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	if err := checkWindow(t.interval, t.lateness); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
 	}
 	switch {
 	case adv > 1:
-		r.fail("advanced flag %d", adv)
+		r.Fail("advanced flag %d", adv)
 	case adv == 0 && !t.done.IsZero():
-		r.fail("watermark without its flag")
+		r.Fail("watermark without its flag")
 	case t.n > MaxOpen:
-		r.fail("%d open candles", t.n)
+		r.Fail("%d open candles", t.n)
 	}
 	t.advanced = adv == 1
-	for i := 0; i < t.n && r.err == nil; i++ {
+	for i := 0; i < t.n && r.Err == nil; i++ {
 		c := &t.open[i]
-		c.Bucket = r.time()
-		c.Open, c.High, c.Low, c.Close = r.f64(), r.f64(), r.f64(), r.f64()
-		c.Volume, c.Turnover, c.Trades = r.i64(), r.f64(), r.i64()
-		c.OpenTS, c.OpenSeq = r.time(), r.i64()
-		c.CloseTS, c.CloseSeq = r.time(), r.i64()
+		c.Bucket = r.Time()
+		c.Open, c.High, c.Low, c.Close = r.F64(), r.F64(), r.F64(), r.F64()
+		c.Volume, c.Turnover, c.Trades = r.I64(), r.F64(), r.I64()
+		c.OpenTS, c.OpenSeq = r.Time(), r.I64()
+		c.CloseTS, c.CloseSeq = r.Time(), r.I64()
 		switch {
-		case r.err != nil:
+		case r.Err != nil:
 		case !align(c.Bucket, t.interval).Equal(c.Bucket):
-			r.fail("bucket %v not aligned to %v", c.Bucket, t.interval)
+			r.Fail("bucket %v not aligned to %v", c.Bucket, t.interval)
 		case i > 0 && !c.Bucket.After(t.open[i-1].Bucket):
-			r.fail("buckets out of order")
+			r.Fail("buckets out of order")
 		case t.advanced && !c.End(t.interval).After(t.done):
-			r.fail("open candle %v already past the watermark", c.Bucket)
+			r.Fail("open candle %v already past the watermark", c.Bucket)
 		}
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	*w = t
-	return r.b, nil
+	return r.B, nil
 }
 
 // UnmarshalBinary restores w from exactly the bytes AppendBinary wrote. On

@@ -3,6 +3,8 @@ package indicator
 import (
 	"fmt"
 	"math"
+
+	"github.com/stockpipe/stockpipe/internal/snapshot"
 )
 
 // Bollinger is the pair of Bollinger Bands over the last n closes: their
@@ -70,8 +72,8 @@ func (b *Bollinger) bands(k, s1, s2 float64) (mid, upper, lower float64) {
 // AppendBinary appends the exact state of b to dst. It never fails; the
 // error is there to satisfy encoding.BinaryAppender.
 func (b *Bollinger) AppendBinary(dst []byte) ([]byte, error) {
-	dst = appendHeader(dst, tagBollinger)
-	dst = appendF64(dst, b.mult)
+	dst = snapshot.AppendHeader(dst, tagBollinger, stateVersion)
+	dst = snapshot.AppendF64(dst, b.mult)
 	return b.w.appendBinary(dst), nil
 }
 
@@ -82,19 +84,19 @@ func (b *Bollinger) MarshalBinary() ([]byte, error) { return b.AppendBinary(nil)
 // returns the bytes after it, for reading states composed into one buffer.
 // On error b is unchanged.
 func (b *Bollinger) Decode(buf []byte) (rest []byte, err error) {
-	r := reader{b: buf}
-	r.header(tagBollinger)
+	r := newReader(buf)
+	r.Header(tagBollinger)
 	var t Bollinger
-	t.mult = r.f64()
-	t.w.decode(&r)
-	if r.err == nil && (math.IsNaN(t.mult) || math.IsInf(t.mult, 0)) {
-		r.fail("Bollinger width %v", t.mult)
+	t.mult = r.F64()
+	t.w.decode(r)
+	if r.Err == nil && (math.IsNaN(t.mult) || math.IsInf(t.mult, 0)) {
+		r.Fail("Bollinger width %v", t.mult)
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	*b = t
-	return r.b, nil
+	return r.B, nil
 }
 
 // UnmarshalBinary restores b from exactly the bytes AppendBinary wrote. On

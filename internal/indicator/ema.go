@@ -3,6 +3,8 @@ package indicator
 import (
 	"fmt"
 	"math"
+
+	"github.com/stockpipe/stockpipe/internal/snapshot"
 )
 
 // EMA is the exponential moving average with alpha = 2/(n+1), seeded with
@@ -60,14 +62,14 @@ func (e *EMA) Value() (v float64, ok bool) { return e.v, e.ok }
 // AppendBinary appends the exact state of e to dst. It never fails; the
 // error is there to satisfy encoding.BinaryAppender.
 func (e *EMA) AppendBinary(dst []byte) ([]byte, error) {
-	dst = appendHeader(dst, tagEMA)
-	dst = appendU32(dst, e.n)
+	dst = snapshot.AppendHeader(dst, tagEMA, stateVersion)
+	dst = snapshot.AppendU32(dst, e.n)
 	ok := byte(0)
 	if e.ok {
 		ok = 1
 	}
 	dst = append(dst, ok)
-	return appendF64(dst, e.v), nil
+	return snapshot.AppendF64(dst, e.v), nil
 }
 
 // MarshalBinary returns AppendBinary(nil).
@@ -77,28 +79,28 @@ func (e *EMA) MarshalBinary() ([]byte, error) { return e.AppendBinary(nil) }
 // returns the bytes after it, for reading states composed into one buffer.
 // On error e is unchanged.
 func (e *EMA) Decode(b []byte) (rest []byte, err error) {
-	r := reader{b: b}
-	r.header(tagEMA)
-	n := r.u32()
-	flag := r.take(1)
-	v := r.f64()
-	if r.err != nil {
-		return nil, r.err
+	r := newReader(b)
+	r.Header(tagEMA)
+	n := r.U32()
+	flag := r.Take(1)
+	v := r.F64()
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	if n < 1 || n > math.MaxInt32 {
-		r.fail("EMA period %d", n)
+		r.Fail("EMA period %d", n)
 	} else if flag[0] > 1 || flag[0] == 0 && v != 0 {
-		r.fail("EMA flag %d with value %v", flag[0], v)
+		r.Fail("EMA flag %d with value %v", flag[0], v)
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	// alpha is recomputed by the same expression as in NewEMA, so it comes
 	// back bit for bit.
 	t := newEMA(n)
 	t.v, t.ok = v, flag[0] == 1
 	*e = t
-	return r.b, nil
+	return r.B, nil
 }
 
 // UnmarshalBinary restores e from exactly the bytes AppendBinary wrote. On

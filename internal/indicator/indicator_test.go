@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/stockpipe/stockpipe/internal/snapshot"
 )
 
 // relClose reports whether a and b agree within tol relative to the larger.
@@ -571,16 +573,16 @@ func TestDecodeRejectsCorruptState(t *testing.T) {
 		{"wrong version", []byte{tagSMA, stateVersion + 1}},
 		{"count past period", func() []byte {
 			b := []byte{tagSMA, stateVersion}
-			b = appendU32(b, 2)
-			b = appendU32(b, 3)
-			b = appendU32(b, 0)
+			b = snapshot.AppendU32(b, 2)
+			b = snapshot.AppendU32(b, 3)
+			b = snapshot.AppendU32(b, 0)
 			return append(b, make([]byte, 24+24)...)
 		}()},
 		{"head not at count", func() []byte {
 			b := []byte{tagSMA, stateVersion}
-			b = appendU32(b, 4)
-			b = appendU32(b, 1)
-			b = appendU32(b, 3)
+			b = snapshot.AppendU32(b, 4)
+			b = snapshot.AppendU32(b, 1)
+			b = snapshot.AppendU32(b, 3)
 			return append(b, make([]byte, 24+8)...)
 		}()},
 	} {

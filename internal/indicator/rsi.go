@@ -3,6 +3,8 @@ package indicator
 import (
 	"fmt"
 	"math"
+
+	"github.com/stockpipe/stockpipe/internal/snapshot"
 )
 
 // RSI is Wilder's Relative Strength Index of period n. With changes
@@ -102,12 +104,12 @@ func (r *RSI) Value() (v float64, ok bool) {
 // AppendBinary appends the exact state of r to dst. It never fails; the
 // error is there to satisfy encoding.BinaryAppender.
 func (r *RSI) AppendBinary(dst []byte) ([]byte, error) {
-	dst = appendHeader(dst, tagRSI)
-	dst = appendU32(dst, r.n)
-	dst = appendU32(dst, r.count)
-	dst = appendF64(dst, r.prev)
-	dst = appendF64(dst, r.gain)
-	return appendF64(dst, r.loss), nil
+	dst = snapshot.AppendHeader(dst, tagRSI, stateVersion)
+	dst = snapshot.AppendU32(dst, r.n)
+	dst = snapshot.AppendU32(dst, r.count)
+	dst = snapshot.AppendF64(dst, r.prev)
+	dst = snapshot.AppendF64(dst, r.gain)
+	return snapshot.AppendF64(dst, r.loss), nil
 }
 
 // MarshalBinary returns AppendBinary(nil).
@@ -117,21 +119,21 @@ func (r *RSI) MarshalBinary() ([]byte, error) { return r.AppendBinary(nil) }
 // returns the bytes after it, for reading states composed into one buffer.
 // On error r is unchanged.
 func (r *RSI) Decode(b []byte) (rest []byte, err error) {
-	rd := reader{b: b}
-	rd.header(tagRSI)
-	t := RSI{n: rd.u32(), count: rd.u32(), prev: rd.f64(), gain: rd.f64(), loss: rd.f64()}
-	if rd.err == nil {
+	rd := newReader(b)
+	rd.Header(tagRSI)
+	t := RSI{n: rd.U32(), count: rd.U32(), prev: rd.F64(), gain: rd.F64(), loss: rd.F64()}
+	if rd.Err == nil {
 		if t.n < 1 || t.n > math.MaxInt32-1 {
-			rd.fail("RSI period %d", t.n)
+			rd.Fail("RSI period %d", t.n)
 		} else if t.count > t.n+1 {
-			rd.fail("RSI count %d > period %d + 1", t.count, t.n)
+			rd.Fail("RSI count %d > period %d + 1", t.count, t.n)
 		}
 	}
-	if rd.err != nil {
-		return nil, rd.err
+	if rd.Err != nil {
+		return nil, rd.Err
 	}
 	*r = t
-	return rd.b, nil
+	return rd.B, nil
 }
 
 // UnmarshalBinary restores r from exactly the bytes AppendBinary wrote. On

@@ -1,5 +1,7 @@
 package indicator
 
+import "github.com/stockpipe/stockpipe/internal/snapshot"
+
 // Bits of Values.Has, one per value that is defined.
 const (
 	HasSMA5  uint8 = 1 << iota // SMA5 is defined: 5 closes pushed
@@ -114,7 +116,7 @@ func (s *Set) Value() Values {
 // own AppendBinary writes them. It never fails; the error is there to
 // satisfy encoding.BinaryAppender.
 func (s *Set) AppendBinary(dst []byte) ([]byte, error) {
-	dst = appendHeader(dst, tagSet)
+	dst = snapshot.AppendHeader(dst, tagSet, stateVersion)
 	dst, _ = s.sma5.AppendBinary(dst)
 	dst, _ = s.bb.AppendBinary(dst)
 	dst, _ = s.ema12.AppendBinary(dst)
@@ -131,13 +133,13 @@ func (s *Set) MarshalBinary() ([]byte, error) { return s.AppendBinary(nil) }
 // A state whose periods are not those of a Set is an error. On error s is
 // unchanged.
 func (s *Set) Decode(b []byte) (rest []byte, err error) {
-	r := reader{b: b}
-	r.header(tagSet)
-	if r.err != nil {
-		return nil, r.err
+	r := newReader(b)
+	r.Header(tagSet)
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	var t Set
-	rest = r.b
+	rest = r.B
 	for _, d := range []func([]byte) ([]byte, error){
 		t.sma5.Decode, t.bb.Decode, t.ema12.Decode, t.ema26.Decode, t.rsi14.Decode,
 	} {
@@ -148,8 +150,8 @@ func (s *Set) Decode(b []byte) (rest []byte, err error) {
 	want := NewSet()
 	if t.sma5.w.n != want.sma5.w.n || t.bb.w.n != want.bb.w.n || t.bb.mult != want.bb.mult ||
 		t.ema12.n != want.ema12.n || t.ema26.n != want.ema26.n || t.rsi14.n != want.rsi14.n {
-		r.fail("periods are not those of a Set")
-		return nil, r.err
+		r.Fail("periods are not those of a Set")
+		return nil, r.Err
 	}
 	*s = t
 	return rest, nil

@@ -1,5 +1,7 @@
 package indicator
 
+import "github.com/stockpipe/stockpipe/internal/snapshot"
+
 // SMA is the simple moving average of the last n closes: their mean,
 // undefined until n closes have been pushed. The zero value ignores pushes
 // and is never defined; use NewSMA.
@@ -47,7 +49,7 @@ func (s *SMA) Value() (v float64, ok bool) {
 // AppendBinary appends the exact state of s to dst. It never fails; the
 // error is there to satisfy encoding.BinaryAppender.
 func (s *SMA) AppendBinary(dst []byte) ([]byte, error) {
-	return s.w.appendBinary(appendHeader(dst, tagSMA)), nil
+	return s.w.appendBinary(snapshot.AppendHeader(dst, tagSMA, stateVersion)), nil
 }
 
 // MarshalBinary returns AppendBinary(nil).
@@ -57,15 +59,15 @@ func (s *SMA) MarshalBinary() ([]byte, error) { return s.AppendBinary(nil) }
 // returns the bytes after it, for reading states composed into one buffer.
 // On error s is unchanged.
 func (s *SMA) Decode(b []byte) (rest []byte, err error) {
-	r := reader{b: b}
-	r.header(tagSMA)
+	r := newReader(b)
+	r.Header(tagSMA)
 	var t SMA
-	t.w.decode(&r)
-	if r.err != nil {
-		return nil, r.err
+	t.w.decode(r)
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	*s = t
-	return r.b, nil
+	return r.B, nil
 }
 
 // UnmarshalBinary restores s from exactly the bytes AppendBinary wrote. On

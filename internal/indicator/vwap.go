@@ -1,5 +1,7 @@
 package indicator
 
+import "github.com/stockpipe/stockpipe/internal/snapshot"
+
 // VWAP is a session's volume-weighted average price: the running
 // Σ(price·size) / Σ(size) since the last Reset, undefined while no volume
 // has been added. The caller resets it at each session start. The zero
@@ -70,9 +72,9 @@ func (v *VWAP) Reset() { *v = VWAP{} }
 // AppendBinary appends the exact state of v to dst. It never fails; the
 // error is there to satisfy encoding.BinaryAppender.
 func (v *VWAP) AppendBinary(dst []byte) ([]byte, error) {
-	dst = appendHeader(dst, tagVWAP)
-	dst = appendF64(dst, v.turnover)
-	return appendI64(dst, v.volume), nil
+	dst = snapshot.AppendHeader(dst, tagVWAP, stateVersion)
+	dst = snapshot.AppendF64(dst, v.turnover)
+	return snapshot.AppendI64(dst, v.volume), nil
 }
 
 // MarshalBinary returns AppendBinary(nil).
@@ -82,17 +84,17 @@ func (v *VWAP) MarshalBinary() ([]byte, error) { return v.AppendBinary(nil) }
 // returns the bytes after it, for reading states composed into one buffer.
 // On error v is unchanged.
 func (v *VWAP) Decode(b []byte) (rest []byte, err error) {
-	r := reader{b: b}
-	r.header(tagVWAP)
-	t := VWAP{turnover: r.f64(), volume: r.i64()}
-	if r.err == nil && t.volume < 0 {
-		r.fail("VWAP volume %d", t.volume)
+	r := newReader(b)
+	r.Header(tagVWAP)
+	t := VWAP{turnover: r.F64(), volume: r.I64()}
+	if r.Err == nil && t.volume < 0 {
+		r.Fail("VWAP volume %d", t.volume)
 	}
-	if r.err != nil {
-		return nil, r.err
+	if r.Err != nil {
+		return nil, r.Err
 	}
 	*v = t
-	return r.b, nil
+	return r.B, nil
 }
 
 // UnmarshalBinary restores v from exactly the bytes AppendBinary wrote. On

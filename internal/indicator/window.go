@@ -1,6 +1,10 @@
 package indicator
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/stockpipe/stockpipe/internal/snapshot"
+)
 
 // MaxPeriod is the longest window SMA and Bollinger support. Their ring of
 // closes is a fixed array of this size, so that indicators are plain values
@@ -89,37 +93,37 @@ func (w *window) stats(k, s1, s2 float64) (mean, variance float64) {
 // count slots of the ring as float64 bits, all little endian. Slots past
 // count have never been written and are zero, so they need not be stored.
 func (w *window) appendBinary(dst []byte) []byte {
-	dst = appendU32(dst, w.n)
-	dst = appendU32(dst, w.count)
-	dst = appendU32(dst, w.head)
-	dst = appendF64(dst, w.k)
-	dst = appendF64(dst, w.s1)
-	dst = appendF64(dst, w.s2)
+	dst = snapshot.AppendU32(dst, w.n)
+	dst = snapshot.AppendU32(dst, w.count)
+	dst = snapshot.AppendU32(dst, w.head)
+	dst = snapshot.AppendF64(dst, w.k)
+	dst = snapshot.AppendF64(dst, w.s1)
+	dst = snapshot.AppendF64(dst, w.s2)
 	for _, v := range w.ring[:w.count] {
-		dst = appendF64(dst, v)
+		dst = snapshot.AppendF64(dst, v)
 	}
 	return dst
 }
 
-func (w *window) decode(r *reader) {
-	n, count, head := r.u32(), r.u32(), r.u32()
-	k, s1, s2 := r.f64(), r.f64(), r.f64()
-	if r.err != nil {
+func (w *window) decode(r *snapshot.Reader) {
+	n, count, head := r.U32(), r.U32(), r.U32()
+	k, s1, s2 := r.F64(), r.F64(), r.F64()
+	if r.Err != nil {
 		return
 	}
 	switch {
 	case n < 1 || n > MaxPeriod:
-		r.fail("period %d", n)
+		r.Fail("period %d", n)
 		return
 	case count > n:
-		r.fail("count %d > period %d", count, n)
+		r.Fail("count %d > period %d", count, n)
 		return
 	case count < n && head != count, count == n && head >= n:
-		r.fail("head %d with count %d of %d", head, count, n)
+		r.Fail("head %d with count %d of %d", head, count, n)
 		return
 	}
 	*w = window{n: n, count: count, head: head, k: k, s1: s1, s2: s2}
 	for i := range count {
-		w.ring[i] = r.f64()
+		w.ring[i] = r.F64()
 	}
 }
