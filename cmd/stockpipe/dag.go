@@ -77,7 +77,6 @@ func runScheduler(rc *runCtx, cfg orchestrate.Config) error {
 	if err := s.Start(rc.ctx); err != nil {
 		return err
 	}
-	rc.log.Info("scheduler started", "dags", len(cfg.DAGs))
 	<-rc.ctx.Done()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(rc.ctx), 10*time.Second)
 	defer cancel()
