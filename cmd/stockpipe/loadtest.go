@@ -23,7 +23,7 @@ func loadtestCommand() *command {
 	partitions := c.fs.Int("partitions", 6, "partitions of the load-test topic")
 	asJSON := c.fs.Bool("json", false, "print the report as one JSON object")
 	batchSize := c.fs.Int("batch-size", 10_000, "processor: records per transaction at most")
-	batchWait := c.fs.Duration("batch-wait", 50*time.Millisecond, "processor: how long a batch may wait to fill")
+	batchWait := c.fs.Duration("batch-wait", 10*time.Millisecond, "processor: how long a batch may wait to fill")
 	c.run = func(rc *runCtx) error {
 		switch {
 		case *count < 1:

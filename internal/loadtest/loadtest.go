@@ -56,7 +56,7 @@ type Config struct {
 	Seed         uint64
 	Logger       *slog.Logger // default discards
 	// BatchSize and BatchWait tune the processor (zero: its defaults,
-	// 10,000 records and 50 ms).
+	// 10,000 records and 10 ms).
 	BatchSize int
 	BatchWait time.Duration
 }
@@ -329,9 +329,12 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 	case <-ready.C:
 		return errors.New("the live stream did not connect within 60 s")
 	}
-	// The server LISTENs on its own connection, asynchronously; give it a
-	// moment before the first commit.
-	time.Sleep(250 * time.Millisecond)
+	// The server LISTENs on its own connection, asynchronously.
+	select {
+	case <-srv.Listening():
+	case <-ready.C:
+		return errors.New("the web server did not start listening for updates within 60 s")
+	}
 
 	simCfg := generate.SimConfig{Symbols: syms, Count: cfg.Count, Seed: cfg.Seed, Start: time.Now().UTC()}
 	speed := 1.0

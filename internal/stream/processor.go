@@ -32,7 +32,7 @@ type Config struct {
 	Topic     string        // default kafka.TopicTicks
 	DLQTopic  string        // default kafka.TopicDLQ
 	BatchSize int           // records per transaction at most, default 10,000
-	BatchWait time.Duration // how long a batch may wait to fill, default 50 ms
+	BatchWait time.Duration // how long a batch may wait to fill, default 10 ms
 	// SessionTimeout is how long the group waits for a silent member
 	// before giving its partitions to others; default 10 s.
 	SessionTimeout time.Duration
@@ -70,7 +70,7 @@ func (c *Config) setDefaults() {
 		c.BatchSize = 10_000
 	}
 	if c.BatchWait <= 0 {
-		c.BatchWait = 50 * time.Millisecond
+		c.BatchWait = 10 * time.Millisecond
 	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 10 * time.Second

@@ -65,9 +65,12 @@ type Server struct {
 	admCl *kgo.Client
 
 	sampling sync.Mutex // one pipeline sample at a time
-	pages    *template.Template
-	static   http.Handler
-	mux      *http.ServeMux
+
+	listening     chan struct{} // closed once the live stream's LISTEN is in place
+	listeningOnce sync.Once
+	pages         *template.Template
+	static        http.Handler
+	mux           *http.ServeMux
 }
 
 // New returns a Server. Call Run to feed the live stream.
@@ -93,14 +96,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "web"),
-		read:   store.NewReader(cfg.Pool),
-		hub:    newHub(),
-		cache:  newCandleCache(),
-		mon:    &monitor{},
-		pages:  pages,
-		static: http.StripPrefix("/static/", http.FileServerFS(static)),
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "web"),
+		read:  store.NewReader(cfg.Pool),
+		hub:   newHub(),
+		cache: newCandleCache(),
+		mon:   &monitor{},
+
+		listening: make(chan struct{}),
+		pages:     pages,
+		static:    http.StripPrefix("/static/", http.FileServerFS(static)),
 	}
 	s.hub.onCandle = func(sym, iv string) { s.cache.bump(sym + "|" + iv) }
 	s.hub.onBatch = s.mon.batch
@@ -148,6 +153,10 @@ func (s *Server) routes() {
 	})
 	s.mux = m
 }
+
+// Listening is closed once the server receives live updates: batches
+// committed after that reach its stream.
+func (s *Server) Listening() <-chan struct{} { return s.listening }
 
 // Run feeds the live stream from PostgreSQL notifications and publishes
 // status once a second, until ctx ends.
