@@ -30,6 +30,7 @@ const (
 	HeaderTopic       = "source.topic"
 	HeaderPartition   = "source.partition"
 	HeaderOffset      = "source.offset"
+	HeaderTruncated   = "truncated" // present when the value was cut; the original size in bytes
 )
 
 // Config is how a role reaches Kafka.

@@ -364,19 +364,31 @@ func (p *Processor) decode(r *kgo.Record, t *market.Tick, now time.Time) error {
 	return p.cfg.Rules.Check(t, now)
 }
 
+// maxDeadLetter bounds a dead letter's value. A record can be as large as
+// the ticks topic allows, but one that will not fit on the dead-letter topic
+// would block the partition forever; past this size the dead letter carries
+// the first bytes and a "truncated" header with the original size, while
+// rejected_ticks keeps the whole record.
+const maxDeadLetter = 256 << 10
+
 func deadLetter(topic string, r *kgo.Record, rj *market.Rejection) *kgo.Record {
-	return &kgo.Record{
-		Topic: topic,
-		Key:   r.Key,
-		Value: r.Value,
-		Headers: []kgo.RecordHeader{
-			{Key: kafka.HeaderError, Value: []byte(rj.Reason)},
-			{Key: kafka.HeaderErrorDetail, Value: []byte(rj.Detail)},
-			{Key: kafka.HeaderTopic, Value: []byte(r.Topic)},
-			{Key: kafka.HeaderPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
-			{Key: kafka.HeaderOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
-		},
+	value := r.Value
+	headers := []kgo.RecordHeader{
+		{Key: kafka.HeaderError, Value: []byte(rj.Reason)},
+		{Key: kafka.HeaderErrorDetail, Value: []byte(rj.Detail)},
+		{Key: kafka.HeaderTopic, Value: []byte(r.Topic)},
+		{Key: kafka.HeaderPartition, Value: strconv.AppendInt(nil, int64(r.Partition), 10)},
+		{Key: kafka.HeaderOffset, Value: strconv.AppendInt(nil, r.Offset, 10)},
 	}
+	if len(value) > maxDeadLetter {
+		headers = append(headers, kgo.RecordHeader{Key: kafka.HeaderTruncated, Value: strconv.AppendInt(nil, int64(len(value)), 10)})
+		value = value[:maxDeadLetter]
+	}
+	key := r.Key
+	if len(key) > 1024 {
+		key = key[:1024]
+	}
+	return &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers}
 }
 
 // commit stores the batch. The dead letters go to Kafka first: if the
