@@ -219,11 +219,11 @@ func TestSeparateProcessesSurviveSIGKILL(t *testing.T) {
 	processArgs := []string{"process", "--brokers", addr, "--database-url", dbURL, "--batch-size", "2000", "--instance-id", "p1"}
 	for _, at := range []int64{20_000, 60_000} {
 		p := start(t, processArgs...)
-		waitFor(t, fmt.Sprintf("processor to pass %d", at), time.Minute, func() bool { return committed() >= at })
+		waitFor(t, fmt.Sprintf("processor to pass %d", at), 2*time.Minute, func() bool { return committed() >= at })
 		p.kill(t)
 	}
 	p := start(t, processArgs...)
-	waitFor(t, "all records committed", time.Minute, func() bool { return committed() == count })
+	waitFor(t, "all records committed", 2*time.Minute, func() bool { return committed() == count })
 	if got := scalar(t, pool, `SELECT count(*) FROM ticks`); got != count {
 		t.Fatalf("ticks rows = %d after two SIGKILLs, want %d", got, count)
 	}
@@ -237,7 +237,7 @@ func TestSeparateProcessesSurviveSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cleanPool.Close()
-	waitFor(t, "clean run", time.Minute, func() bool { return committedIn(cleanPool) == count })
+	waitFor(t, "clean run", 2*time.Minute, func() bool { return committedIn(cleanPool) == count })
 	if err := clean.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
