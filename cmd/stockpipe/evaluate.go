@@ -1,17 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/stockpipe/stockpipe/internal/anomaly"
 	"github.com/stockpipe/stockpipe/internal/generate"
+	"github.com/stockpipe/stockpipe/internal/store"
 )
 
 func evaluateCommand() *command {
@@ -48,20 +46,9 @@ func evaluateCommand() *command {
 			kindList = append(kindList, k)
 		}
 		// Only detections in the period the truth covers can be judged.
-		rows, err := pool.Query(rc.ctx, `SELECT symbol, kind, ts FROM anomalies
-			WHERE kind = ANY($1) AND ts BETWEEN $2 AND $3`, kindList, from.Add(-*tol), to.Add(*tol))
+		detected, err := store.NewReader(pool).Detections(rc.ctx, kindList, from.Add(-*tol), to.Add(*tol))
 		if err != nil {
-			return fmt.Errorf("reading anomalies: %w", err)
-		}
-		var detected []anomaly.Labeled
-		var l anomaly.Labeled
-		var kind string
-		if _, err := pgx.ForEachRow(rows, []any{&l.Symbol, &kind, &l.TS}, func() error {
-			l.Kind = anomaly.Kind(kind)
-			detected = append(detected, l)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("reading anomalies: %w", err)
+			return err
 		}
 		scores := anomaly.Score(truth, detected, *tol)
 		if *jsonOut {
@@ -85,24 +72,20 @@ func readTruth(path string) ([]anomaly.Labeled, error) {
 		return nil, fmt.Errorf("--truth: %w", err)
 	}
 	defer f.Close()
-	var out []anomaly.Labeled
-	sc := bufio.NewScanner(f)
-	line := 0
-	for sc.Scan() {
-		line++
-		if len(sc.Bytes()) == 0 {
-			continue
-		}
-		var a generate.Anomaly
-		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
-			return nil, fmt.Errorf("--truth %s line %d: %v", path, line, err)
-		}
-		out = append(out, anomaly.Labeled{Symbol: a.Symbol, Kind: anomaly.Kind(a.Kind), TS: a.TS})
-	}
-	if err := sc.Err(); err != nil {
+	truth, err := generate.ReadTruth(f)
+	if err != nil {
 		return nil, fmt.Errorf("--truth %s: %w", path, err)
 	}
-	return out, nil
+	return labeled(truth), nil
+}
+
+// labeled reduces ground truth to what scoring matches on.
+func labeled(truth []generate.Anomaly) []anomaly.Labeled {
+	out := make([]anomaly.Labeled, len(truth))
+	for i, a := range truth {
+		out[i] = anomaly.Labeled{Symbol: a.Symbol, Kind: anomaly.Kind(a.Kind), TS: a.TS}
+	}
+	return out
 }
 
 func minTime(a, b time.Time) time.Time {

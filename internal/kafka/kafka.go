@@ -90,7 +90,7 @@ type TopicSpec struct {
 
 // Topics returns the topics stockpipe uses, with the ticks topic at the given
 // partition count. The dead-letter and anomaly topics are low-volume and get
-// one partition each... unless ticks has fewer.
+// one partition each.
 func Topics(tickPartitions int32) []TopicSpec {
 	return []TopicSpec{
 		{Name: TopicTicks, Partitions: tickPartitions},

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/stockpipe/stockpipe/internal/anomaly"
 )
 
 // ErrUnknownSymbol is returned by reads about a symbol the stream has never
@@ -328,6 +330,37 @@ func (r *Reader) Tables(ctx context.Context) ([]Table, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading table sizes: %w", err)
+	}
+	return out, nil
+}
+
+// Detections returns stored anomalies of the given kinds (all kinds if none)
+// with ts in [from, to] (open-ended where zero), reduced to what scoring
+// against ground truth matches on.
+func (r *Reader) Detections(ctx context.Context, kinds []string, from, to time.Time) ([]anomaly.Labeled, error) {
+	var fromArg, toArg *time.Time
+	if !from.IsZero() {
+		fromArg = &from
+	}
+	if !to.IsZero() {
+		toArg = &to
+	}
+	rows, err := r.pool.Query(ctx, `SELECT symbol, kind, ts FROM anomalies
+		WHERE ($1::text[] IS NULL OR cardinality($1::text[]) = 0 OR kind = ANY($1))
+		  AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts <= $3)`, kinds, fromArg, toArg)
+	if err != nil {
+		return nil, fmt.Errorf("reading anomalies: %w", err)
+	}
+	var out []anomaly.Labeled
+	var l anomaly.Labeled
+	var kind string
+	_, err = pgx.ForEachRow(rows, []any{&l.Symbol, &kind, &l.TS}, func() error {
+		l.Kind = anomaly.Kind(kind)
+		out = append(out, l)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading anomalies: %w", err)
 	}
 	return out, nil
 }

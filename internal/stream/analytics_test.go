@@ -15,6 +15,7 @@ import (
 	"github.com/stockpipe/stockpipe/internal/anomaly"
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
+	"github.com/stockpipe/stockpipe/internal/store"
 )
 
 // candlesFromTicksSQL recomputes every 1m and 5m candle from the stored ticks
@@ -243,29 +244,16 @@ func TestDetectionQuality(t *testing.T) {
 	stop := e.processor("g1")
 	e.waitFor("all records committed", 2*time.Minute, func() bool { return e.committed("g1") == st.Records })
 	stop()
-	var injected []anomaly.Labeled
-	for _, line := range strings.Split(strings.TrimSpace(truth.String()), "\n") {
-		var a struct {
-			Symbol, Kind string
-			TS           time.Time
-		}
-		if err := jsonUnmarshal(line, &a); err != nil {
-			t.Fatal(err)
-		}
-		injected = append(injected, anomaly.Labeled{Symbol: a.Symbol, Kind: anomaly.Kind(a.Kind), TS: a.TS})
-	}
-	rows, err := e.pool.Query(context.Background(), `SELECT symbol, kind, ts FROM anomalies`)
+	truthRows, err := generate.ReadTruth(strings.NewReader(truth.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var detected []anomaly.Labeled
-	var l anomaly.Labeled
-	var kind string
-	if _, err := pgx.ForEachRow(rows, []any{&l.Symbol, &kind, &l.TS}, func() error {
-		l.Kind = anomaly.Kind(kind)
-		detected = append(detected, l)
-		return nil
-	}); err != nil {
+	var injected []anomaly.Labeled
+	for _, a := range truthRows {
+		injected = append(injected, anomaly.Labeled{Symbol: a.Symbol, Kind: anomaly.Kind(a.Kind), TS: a.TS})
+	}
+	detected, err := store.NewReader(e.pool).Detections(context.Background(), nil, time.Time{}, time.Time{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range anomaly.Score(injected, detected, 2*time.Second) {

@@ -2,7 +2,6 @@ package stream_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -74,8 +73,6 @@ func (e *env) withNewDatabase() *env {
 	}
 	return &env{t: e.t, kcfg: e.kcfg, pool: pool, log: e.log}
 }
-
-func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }
 
 // simStart is a fixed simulated start in the past, so no tick is ever in the
 // future whatever day the test runs.

@@ -247,3 +247,52 @@ export function anomalyItem(a, { showSymbol = true, interval = '1m', range = '1h
     el('span', { className: 'anomaly-detail' }, a.detail || ''),
   );
 }
+
+/** True for a finite number. */
+export const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
+
+const dec1Fmt = new Intl.NumberFormat('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+
+/** A duration in milliseconds, short: 350 ms, 4.2 s, 2 min 5 s, 1 h 20 min. */
+export function fmtDuration(ms) {
+  if (!isNum(ms) || ms < 0) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = ms / 1000;
+  if (s < 60) return `${dec1Fmt.format(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+/** The states of a DAG run. */
+export const RUN_STATES = new Set(['queued', 'running', 'success', 'failed']);
+
+const partsFmts = new Map();
+/** The wall-clock fields of a moment in time zone tz (UTC if tz is unknown). */
+export function wallClock(date, tz) {
+  let f = partsFmts.get(tz);
+  if (!f) {
+    const opts = { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' };
+    try {
+      f = new Intl.DateTimeFormat('en-CA', { ...opts, timeZone: tz || 'UTC' });
+    } catch {
+      f = new Intl.DateTimeFormat('en-CA', { ...opts, timeZone: 'UTC' });
+    }
+    partsFmts.set(tz, f);
+  }
+  const p = {};
+  for (const { type, value } of f.formatToParts(date)) p[type] = value;
+  return p;
+}
+
+/**
+ * A run's logical date as the scheduler means it: the date in the DAG's
+ * time zone, with the time when it is not midnight (sub-daily schedules).
+ */
+export function fmtLogical(ts, tz) {
+  const d = new Date(ts);
+  if (Number.isNaN(d.getTime())) return '–';
+  const p = wallClock(d, tz);
+  const day = `${p.year}-${p.month}-${p.day}`;
+  return p.hour === '00' && p.minute === '00' ? day : `${day} ${p.hour}:${p.minute}`;
+}

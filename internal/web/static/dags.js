@@ -5,11 +5,10 @@
 
 // The shared helpers are loaded with this module's own ?v= query so that a
 // new release never mixes old and new modules.
-const { fetchJSON, openStream, showError, el } = await import(`./common.js${new URL(import.meta.url).search}`);
+const { fetchJSON, openStream, showError, el, isNum, fmtDuration, RUN_STATES, wallClock, fmtLogical } = await import(`./common.js${new URL(import.meta.url).search}`);
 
 const MAX_RUNS = 25; // as many as /api/dags sends per DAG
 const TOKEN_KEY = 'stockpipe.token';
-const RUN_STATES = new Set(['queued', 'running', 'success', 'failed']);
 
 const $ = (id) => document.getElementById(id);
 const listEl = $('dag-list');
@@ -28,20 +27,6 @@ window.stockpipe = {
 
 // ---- formatting ----------------------------------------------------------------
 
-const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
-const dec1 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
-
-/** A duration in milliseconds, short: 350 ms, 4.2 s, 2 min 5 s, 1 h 20 min. */
-function fmtDuration(ms) {
-  if (!isNum(ms) || ms < 0) return '–';
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const s = ms / 1000;
-  if (s < 60) return `${dec1.format(s)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
-}
-
 /** How far ahead a moment is: "in 5 min", "in 2 h 10 min", "due now". */
 function fmtUntil(ms) {
   if (!isNum(ms)) return '';
@@ -50,39 +35,6 @@ function fmtUntil(ms) {
   if (min < 60) return `in ${min} min`;
   if (min < 1440) return `in ${Math.floor(min / 60)} h ${min % 60} min`;
   return `in ${Math.floor(min / 1440)} d ${Math.floor((min % 1440) / 60)} h`;
-}
-
-const partsFmts = new Map();
-/** The wall-clock fields of a moment in time zone tz (UTC if tz is unknown). */
-function wallClock(date, tz) {
-  let f = partsFmts.get(tz);
-  if (!f) {
-    try {
-      f = new Intl.DateTimeFormat('en-CA', {
-        timeZone: tz || 'UTC', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
-      });
-    } catch {
-      f = partsFmts.get('UTC') || new Intl.DateTimeFormat('en-CA', {
-        timeZone: 'UTC', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23',
-      });
-    }
-    partsFmts.set(tz, f);
-  }
-  const p = {};
-  for (const { type, value } of f.formatToParts(date)) p[type] = value;
-  return p;
-}
-
-/**
- * A run's logical date as the scheduler means it: the date in the DAG's
- * time zone, with the time when it is not midnight (sub-daily schedules).
- */
-function fmtLogical(ts, tz) {
-  const d = new Date(ts);
-  if (Number.isNaN(d.getTime())) return '–';
-  const p = wallClock(d, tz);
-  const day = `${p.year}-${p.month}-${p.day}`;
-  return p.hour === '00' && p.minute === '00' ? day : `${day} ${p.hour}:${p.minute}`;
 }
 
 /** Today's date in time zone tz as YYYY-MM-DD. */

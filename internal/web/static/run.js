@@ -6,10 +6,9 @@
 
 // The shared helpers are loaded with this module's own ?v= query so that a
 // new release never mixes old and new modules.
-const { fetchJSON, openStream, showError, el, fmtDateTime, fmtTime } = await import(`./common.js${new URL(import.meta.url).search}`);
+const { fetchJSON, openStream, showError, el, fmtDateTime, fmtTime, isNum, fmtDuration, RUN_STATES, fmtLogical } = await import(`./common.js${new URL(import.meta.url).search}`);
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
-const RUN_STATES = new Set(['queued', 'running', 'success', 'failed']);
 const TASK_STATES = new Set(['waiting', 'queued', 'running', 'success', 'failed', 'upstream_failed']);
 const MAX_SIBLINGS = 25;
 
@@ -37,46 +36,6 @@ const view = {
 };
 
 // ---- formatting ------------------------------------------------------------------
-
-const isNum = (v) => typeof v === 'number' && Number.isFinite(v);
-const dec1 = new Intl.NumberFormat('en-US', { minimumFractionDigits: 1, maximumFractionDigits: 1 });
-
-/** A duration in milliseconds, short: 350 ms, 4.2 s, 2 min 5 s, 1 h 20 min. */
-function fmtDuration(ms) {
-  if (!isNum(ms) || ms < 0) return '–';
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const s = ms / 1000;
-  if (s < 60) return `${dec1.format(s)} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
-}
-
-const partsFmts = new Map();
-function wallClock(date, tz) {
-  let f = partsFmts.get(tz);
-  if (!f) {
-    const opts = { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' };
-    try {
-      f = new Intl.DateTimeFormat('en-CA', { ...opts, timeZone: tz || 'UTC' });
-    } catch {
-      f = new Intl.DateTimeFormat('en-CA', { ...opts, timeZone: 'UTC' });
-    }
-    partsFmts.set(tz, f);
-  }
-  const p = {};
-  for (const { type, value } of f.formatToParts(date)) p[type] = value;
-  return p;
-}
-
-/** A logical date in the DAG's time zone; the time only when not midnight. */
-function fmtLogical(ts, tz) {
-  const d = new Date(ts);
-  if (Number.isNaN(d.getTime())) return '–';
-  const p = wallClock(d, tz);
-  const day = `${p.year}-${p.month}-${p.day}`;
-  return p.hour === '00' && p.minute === '00' ? day : `${day} ${p.hour}:${p.minute}`;
-}
 
 const stateText = (s) => String(s || '').replace(/_/g, ' ');
 const runState = (s) => (RUN_STATES.has(s) ? s : 'queued');
