@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/stockpipe/stockpipe/internal/loadtest"
@@ -24,6 +26,7 @@ func loadtestCommand() *command {
 	asJSON := c.fs.Bool("json", false, "print the report as one JSON object")
 	batchSize := c.fs.Int("batch-size", 10_000, "processor: records per transaction at most")
 	batchWait := c.fs.Duration("batch-wait", 10*time.Millisecond, "processor: how long a batch may wait to fill")
+	cpuProfile := c.fs.String("cpuprofile", "", "write a CPU profile of the whole run (generator, broker, processor, server) to this file, for `go tool pprof`")
 	c.run = func(rc *runCtx) error {
 		switch {
 		case *count < 1:
@@ -46,6 +49,17 @@ func loadtestCommand() *command {
 				return err
 			}
 			cfg.Kafka = kcfg
+		}
+		if *cpuProfile != "" {
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				return fmt.Errorf("creating the CPU profile: %w", err)
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return fmt.Errorf("starting the CPU profile: %w", err)
+			}
+			defer pprof.StopCPUProfile()
 		}
 		rep, err := loadtest.Run(rc.ctx, cfg)
 		if err != nil {

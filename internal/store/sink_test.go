@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -142,5 +143,88 @@ func TestCheckURL(t *testing.T) {
 	}
 	if got := store.Redact("postgres://u:secret@h/db"); got != "postgres://u:xxxxx@h/db" {
 		t.Errorf("Redact = %q", got)
+	}
+}
+
+// TestCommitFallsBackWhenCopyMeetsStoredTicks: COPY cannot skip a stored
+// (symbol, seq); the sink must redo the batch with ON CONFLICT and store
+// exactly the new rows.
+func TestCommitFallsBackWhenCopyMeetsStoredTicks(t *testing.T) {
+	pool := openMigrated(t)
+	sink := store.NewSink(pool)
+	ctx := context.Background()
+
+	first := &store.Batch{Group: "g", Topic: "ticks"}
+	for seq := int64(1); seq <= 200; seq++ {
+		first.Ticks = append(first.Ticks, tick("AAPL", seq))
+	}
+	first.Offsets = append(first.Offsets, store.PartitionCommit{Partition: 0, Expected: -1, Next: 200})
+	res, err := sink.Commit(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Inserted != 200 || res.Duplicates != 0 {
+		t.Fatalf("first commit %+v, want 200 inserted", res)
+	}
+
+	// Seqs 101–300: half already stored.
+	second := &store.Batch{Group: "g", Topic: "ticks"}
+	for seq := int64(101); seq <= 300; seq++ {
+		second.Ticks = append(second.Ticks, tick("AAPL", seq))
+	}
+	second.Offsets = append(second.Offsets, store.PartitionCommit{Partition: 0, Expected: 200, Next: 400})
+	if res, err = sink.Commit(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if res.Inserted != 100 || res.Duplicates != 100 {
+		t.Fatalf("second commit %+v, want 100 inserted and 100 duplicates", res)
+	}
+	if n := count(t, pool, `SELECT count(*) FROM ticks`); n != 300 {
+		t.Fatalf("ticks rows = %d, want 300", n)
+	}
+	if n := count(t, pool, `SELECT next_offset FROM consumer_offsets`); n != 400 {
+		t.Fatalf("next_offset = %d, want 400", n)
+	}
+}
+
+// TestFindRefusedIsolatesBadRows: with a constraint the validator does not
+// know, the refused rows are found exactly and nothing is stored.
+func TestFindRefusedIsolatesBadRows(t *testing.T) {
+	pool := openMigrated(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `ALTER TABLE ticks ADD CONSTRAINT price_not_13 CHECK (price <> 13)`); err != nil {
+		t.Fatal(err)
+	}
+	sink := store.NewSink(pool)
+	var rows []store.TickRow
+	wantBad := map[int]bool{0: true, 517: true, 518: true, 999: true}
+	for i := range 1000 {
+		r := tick("MSFT", int64(i+1))
+		if wantBad[i] {
+			r.Price = 13
+		}
+		rows = append(rows, r)
+	}
+	b := &store.Batch{Group: "g", Topic: "ticks", Ticks: rows,
+		Offsets: []store.PartitionCommit{{Partition: 0, Expected: -1, Next: 1000}}}
+	_, err := sink.Commit(ctx, b)
+	var refused *store.RefusedError
+	if !errors.As(err, &refused) || refused.Table != "ticks" || !store.Permanent(err) {
+		t.Fatalf("commit err = %v, want a RefusedError for ticks", err)
+	}
+	bad, err := sink.FindRefused(ctx, rows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != len(wantBad) {
+		t.Fatalf("found %d refused rows (%v), want %d", len(bad), bad, len(wantBad))
+	}
+	for _, r := range bad {
+		if !wantBad[r.Index] || !strings.Contains(r.Err.Error(), "price_not_13") {
+			t.Errorf("refusal %d: %v", r.Index, r.Err)
+		}
+	}
+	if n := count(t, pool, `SELECT count(*) FROM ticks`); n != 0 {
+		t.Fatalf("the search stored %d rows", n)
 	}
 }

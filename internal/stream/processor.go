@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -41,6 +42,10 @@ type Config struct {
 	// of after SessionTimeout. Two live processes must not share one.
 	InstanceID string
 	Rules      market.Rules // default market.DefaultRules()
+	// Lanes is how many transactions commit a batch concurrently, each
+	// holding the partitions whose id modulo Lanes is its index; default
+	// GOMAXPROCS, at most 8. The database pool needs Lanes connections.
+	Lanes int
 	// Analytics tunes candles, watermark and anomaly detection.
 	Analytics analytics.Config
 	// AnomalyTopic receives each new anomaly as JSON; default
@@ -71,6 +76,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.BatchWait <= 0 {
 		c.BatchWait = 10 * time.Millisecond
+	}
+	if c.Lanes <= 0 {
+		c.Lanes = min(runtime.GOMAXPROCS(0), 8)
 	}
 	if c.SessionTimeout <= 0 {
 		c.SessionTimeout = 10 * time.Second
@@ -108,18 +116,19 @@ type Processor struct {
 
 	mu    sync.Mutex
 	parts map[int32]*partition
+	// flight is the batch being committed, nil when none: a revoked
+	// partition is only let go once it is done.
+	flight *flight
 
 	consumed, stored, duplicates, rejected, batches, fenced atomic.Int64
 	late, anomalies, candles, assigned                      atomic.Int64
 
-	out analytics.Output // the current batch's candles and anomalies
-	lat []int64          // end-to-end latencies of the last batch, reused
+	lat []int64 // end-to-end latencies of the last batch, reused
 	// What the next batch's notification reports about this one, whose
-	// commit time is only known afterwards.
+	// commit time is only known afterwards. Written by the commit that
+	// finished, read when the next one starts: never at the same time.
 	prevCommitMs float64
 	prevE2E      [2]float64 // p50, p99 in ms
-	batchDup     int64      // duplicates dropped in the current batch
-	batchLat     int64      // late ticks in the current batch
 }
 
 // partition is what the processor knows about one assigned partition.
@@ -129,11 +138,58 @@ type partition struct {
 	expected int64
 	// next is the offset after the last record processed; -1 before any.
 	next int64
-	// touched marks partitions with records in the current batch.
-	touched bool
 	// an is the partition's analytics state, restored from its snapshot.
-	an    *analytics.Partition
-	state []byte // snapshot buffer, reused
+	an *analytics.Partition
+}
+
+// work is one batch: the records of one poll cycle, decoded, checked and
+// run through analytics, split into lanes by partition. Two alternate, so
+// that one is computed while the other commits.
+type work struct {
+	lanes   []lane
+	dlq     []*kgo.Record
+	touched []int32 // partitions with records in this batch, in first-seen order
+	dup     int64   // duplicates dropped
+	late    int64   // late ticks rejected
+	n       int     // records taken
+}
+
+// lane is the part of a batch that one transaction commits: the rows and
+// offsets of the partitions whose id is congruent to the lane's index.
+// Lanes touch disjoint rows (a symbol lives in one partition), so they
+// commit concurrently on separate connections and PostgreSQL works on all
+// cores; each partition's rows, offset and state stay in one transaction.
+type lane struct {
+	b      store.Batch
+	out    analytics.Output
+	states map[int32][]byte // snapshot buffers by partition, reused
+	res    store.CommitResult
+	err    error
+}
+
+func (w *work) reset() {
+	for i := range w.lanes {
+		l := &w.lanes[i]
+		l.b.Reset()
+		l.out.Reset()
+		l.res, l.err = store.CommitResult{}, nil
+	}
+	w.dlq = w.dlq[:0]
+	w.touched = w.touched[:0]
+	w.dup, w.late, w.n = 0, 0, 0
+}
+
+func (w *work) lane(partition int32) *lane { return &w.lanes[int(partition)%len(w.lanes)] }
+
+// flight is a batch on its way to PostgreSQL.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+func (f *flight) wait() error {
+	<-f.done
+	return f.err
 }
 
 // New returns a Processor that commits through sink.
@@ -149,6 +205,15 @@ func New(cfg Config, sink *store.Sink) (*Processor, error) {
 		dec:   market.NewDecoder(),
 		parts: make(map[int32]*partition),
 	}, nil
+}
+
+func (p *Processor) newWork() *work {
+	w := &work{lanes: make([]lane, p.cfg.Lanes)}
+	for i := range w.lanes {
+		w.lanes[i].b = store.Batch{Group: p.cfg.Group, Topic: p.cfg.Topic}
+		w.lanes[i].states = make(map[int32][]byte)
+	}
+	return w
 }
 
 func (p *Processor) newPartition(expected int64, state []byte) (*partition, error) {
@@ -217,7 +282,14 @@ func (e *configError) Unwrap() error { return e.err }
 
 // session runs one consumer-group membership until ctx is done or a commit
 // fails for good.
-func (p *Processor) session(ctx context.Context) error {
+//
+// Batches are pipelined: while batch n commits, batch n+1 is polled and
+// computed; n+1's commit starts once n's has finished, so offsets still move
+// in order. Rebalances are blocked from each poll until the previous commit
+// is done, and a revoked partition is only released once the batch in flight
+// has committed (see revoke), so no partition changes owner with rows of it
+// in hand.
+func (p *Processor) session(ctx context.Context) (err error) {
 	p.mu.Lock()
 	clear(p.parts)
 	p.mu.Unlock()
@@ -225,8 +297,6 @@ func (p *Processor) session(ctx context.Context) error {
 		kgo.ConsumerGroup(p.cfg.Group),
 		kgo.ConsumeTopics(p.cfg.Topic),
 		kgo.DisableAutoCommit(),
-		// Offsets live in PostgreSQL; a rebalance waits until the batch in
-		// hand is committed, so no partition changes owner mid-batch.
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AdjustFetchOffsetsFn(p.assign),
 		kgo.OnPartitionsRevoked(p.revoke),
@@ -247,39 +317,56 @@ func (p *Processor) session(ctx context.Context) error {
 	}
 	defer cl.Close()
 
-	b := &store.Batch{Group: p.cfg.Group, Topic: p.cfg.Topic}
-	var dlq []*kgo.Record
-	for {
-		b.Reset()
-		p.out.Reset()
-		p.batchDup, p.batchLat = 0, 0
-		dlq = dlq[:0]
-		n := 0
+	ws := [2]*work{p.newWork(), p.newWork()}
+	var inflight *flight
+	// Whatever ends the session, the batch in flight finishes first: its
+	// outcome decides what the next session resumes from.
+	defer func() {
+		if inflight != nil {
+			if ferr := inflight.wait(); ferr != nil && err == nil {
+				err = ferr
+			}
+		}
+	}()
+	for i := 0; ; i++ {
+		w := ws[i%2]
+		w.reset()
 		fetches := cl.PollRecords(ctx, p.cfg.BatchSize)
 		if fetches.IsClientClosed() {
 			return nil
 		}
 		p.logFetchErrors(fetches)
-		n += p.add(b, &dlq, fetches)
-		if n > 0 {
+		p.add(w, fetches)
+		if w.n > 0 {
 			deadline := time.Now().Add(p.cfg.BatchWait)
-			for n < p.cfg.BatchSize && ctx.Err() == nil {
+			for w.n < p.cfg.BatchSize && ctx.Err() == nil {
 				wait := time.Until(deadline)
 				if wait <= 0 {
 					break
 				}
 				pctx, cancel := context.WithTimeout(ctx, wait)
-				f := cl.PollRecords(pctx, p.cfg.BatchSize-n)
+				f := cl.PollRecords(pctx, p.cfg.BatchSize-w.n)
 				cancel()
 				p.logFetchErrors(f)
-				n += p.add(b, &dlq, f)
+				p.add(w, f)
 			}
 		}
-		if n > 0 {
-			if err := p.commit(ctx, cl, b, dlq); err != nil {
+		if w.n > 0 {
+			if err := p.prepare(w); err != nil {
 				cl.AllowRebalance()
 				return err
 			}
+		}
+		if inflight != nil {
+			err := inflight.wait()
+			inflight = nil
+			if err != nil {
+				cl.AllowRebalance()
+				return err
+			}
+		}
+		if w.n > 0 {
+			inflight = p.launch(ctx, cl, w)
 		}
 		cl.AllowRebalance()
 		if ctx.Err() != nil {
@@ -297,15 +384,13 @@ func (p *Processor) logFetchErrors(f kgo.Fetches) {
 	})
 }
 
-// add decodes and checks the fetched records into b, returning how many
-// records it took.
-func (p *Processor) add(b *store.Batch, dlq *[]*kgo.Record, f kgo.Fetches) int {
-	n := 0
+// add decodes, checks and analyses the fetched records into w.
+func (p *Processor) add(w *work, f kgo.Fetches) {
 	now := p.cfg.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f.EachRecord(func(r *kgo.Record) {
-		n++
+		w.n++
 		part := p.parts[r.Partition]
 		if part == nil {
 			// Not seen through assignment; the commit's offset check
@@ -313,18 +398,21 @@ func (p *Processor) add(b *store.Batch, dlq *[]*kgo.Record, f kgo.Fetches) int {
 			part, _ = p.newPartition(-1, nil)
 			p.parts[r.Partition] = part
 		}
+		if !slices.Contains(w.touched, r.Partition) {
+			w.touched = append(w.touched, r.Partition)
+		}
 		part.next = r.Offset + 1
-		part.touched = true
+		l := w.lane(r.Partition)
 
 		var t market.Tick
 		err := p.decode(r, &t, now)
 		if err == nil {
-			switch part.an.Apply(&t, &p.out) {
+			switch part.an.Apply(&t, &l.out) {
 			case analytics.Duplicate:
-				p.batchDup++
+				w.dup++
 				return
 			case analytics.Late:
-				p.batchLat++
+				w.late++
 				wm := part.an.Watermark(t.Symbol)
 				err = &market.Rejection{Reason: market.ReasonLate, Detail: "ts " + t.TS.Format(time.RFC3339Nano) +
 					" is " + wm.Sub(t.TS).String() + " behind the watermark of " + t.Symbol + " (" + wm.Format(time.RFC3339Nano) + ")"}
@@ -335,16 +423,15 @@ func (p *Processor) add(b *store.Batch, dlq *[]*kgo.Record, f kgo.Fetches) int {
 			if !errors.As(err, &rj) {
 				rj = &market.Rejection{Reason: market.ReasonMalformedJSON, Detail: err.Error()}
 			}
-			b.Rejected = append(b.Rejected, store.Rejected{
+			l.b.Rejected = append(l.b.Rejected, store.Rejected{
 				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
 				Reason: rj.Reason, Detail: rj.Detail, Key: r.Key, Raw: r.Value,
 			})
-			*dlq = append(*dlq, deadLetter(p.cfg.DLQTopic, r, rj))
+			w.dlq = append(w.dlq, deadLetter(p.cfg.DLQTopic, r, rj))
 			return
 		}
-		b.Ticks = append(b.Ticks, store.TickRow{Tick: t, Partition: r.Partition, Offset: r.Offset})
+		l.b.Ticks = append(l.b.Ticks, store.TickRow{Tick: t, Partition: r.Partition, Offset: r.Offset, Raw: r.Value})
 	})
-	return n
 }
 
 func (p *Processor) decode(r *kgo.Record, t *market.Tick, now time.Time) error {
@@ -391,83 +478,135 @@ func deadLetter(topic string, r *kgo.Record, rj *market.Rejection) *kgo.Record {
 	return &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers}
 }
 
+// prepare closes the batch: it flushes each touched partition's forming
+// candles, snapshots its state into the batch's own buffer (the next batch
+// may change the state while this one commits) and lists its new offset.
+// Expected offsets are filled in by launch, once the previous commit is
+// known.
+func (p *Processor) prepare(w *work) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, id := range w.touched {
+		part := p.parts[id]
+		if part == nil {
+			continue
+		}
+		l := w.lane(id)
+		part.an.Flush(&l.out)
+		st, err := part.an.AppendBinary(l.states[id][:0])
+		if err != nil {
+			return fmt.Errorf("snapshotting partition %d: %w", id, err)
+		}
+		l.states[id] = st
+		l.b.Offsets = append(l.b.Offsets, store.PartitionCommit{Partition: id, Next: part.next, State: st})
+	}
+	for i := range w.lanes {
+		l := &w.lanes[i]
+		l.b.Candles = l.out.Candles
+		l.b.Anomalies = l.out.Anomalies
+		for j := range l.b.Anomalies {
+			w.dlq = append(w.dlq, anomalyRecord(p.cfg.AnomalyTopic, &l.b.Anomalies[j]))
+		}
+	}
+	return nil
+}
+
+// launch starts committing w, which the previous commit must have
+// finished before.
+func (p *Processor) launch(ctx context.Context, cl *kgo.Client, w *work) *flight {
+	f := &flight{done: make(chan struct{})}
+	p.mu.Lock()
+	for i := range w.lanes {
+		offs := w.lanes[i].b.Offsets
+		for j := range offs {
+			if part := p.parts[offs[j].Partition]; part != nil {
+				offs[j].Expected = part.expected
+			} else {
+				offs[j].Expected = -1
+			}
+		}
+	}
+	p.flight = f
+	p.mu.Unlock()
+	ticks, rejected := 0, 0
+	for i := range w.lanes {
+		ticks += len(w.lanes[i].b.Ticks)
+		rejected += len(w.lanes[i].b.Rejected)
+	}
+	// One lane announces the whole batch to the pipeline monitor.
+	for i := range w.lanes {
+		if l := &w.lanes[i]; len(l.b.Offsets) > 0 {
+			l.b.Meta = &store.BatchMeta{Records: w.n, Ticks: ticks, Rejected: rejected,
+				PrevCommitMs: p.prevCommitMs, PrevE2EP50Ms: p.prevE2E[0], PrevE2EP99Ms: p.prevE2E[1]}
+			break
+		}
+	}
+	go func() {
+		defer close(f.done)
+		f.err = p.commit(ctx, cl, w)
+		p.mu.Lock()
+		p.flight = nil
+		p.mu.Unlock()
+	}()
+	return f
+}
+
 // commit stores the batch. The dead letters go to Kafka first: if the
 // process dies between the two, the batch is read again and its dead
 // letters are produced twice (at least once on the topic) but stored once in
 // rejected_ticks (exactly once in PostgreSQL).
-func (p *Processor) commit(ctx context.Context, cl *kgo.Client, b *store.Batch, dlq []*kgo.Record) error {
+func (p *Processor) commit(ctx context.Context, cl *kgo.Client, w *work) error {
 	// A shutdown still commits what was read: detach from ctx's
 	// cancellation but bound the time.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 
-	p.mu.Lock()
-	kcommit := make(map[int32]kgo.EpochOffset)
-	for id, part := range p.parts {
-		if !part.touched {
-			continue
-		}
-		part.an.Flush(&p.out)
-		var err error
-		if part.state, err = part.an.AppendBinary(part.state[:0]); err != nil {
-			p.mu.Unlock()
-			return fmt.Errorf("snapshotting partition %d: %w", id, err)
-		}
-		b.Offsets = append(b.Offsets, store.PartitionCommit{Partition: id, Expected: part.expected, Next: part.next, State: part.state})
-		kcommit[id] = kgo.EpochOffset{Epoch: -1, Offset: part.next}
-	}
-	p.mu.Unlock()
-	b.Candles = p.out.Candles
-	b.Anomalies = p.out.Anomalies
-	for i := range b.Anomalies {
-		dlq = append(dlq, anomalyRecord(p.cfg.AnomalyTopic, &b.Anomalies[i]))
-	}
-
-	if len(dlq) > 0 {
+	if len(w.dlq) > 0 {
 		if err := retry(cctx, p.log, "producing dead letters", func() error {
-			return cl.ProduceSync(cctx, dlq...).FirstErr()
+			return cl.ProduceSync(cctx, w.dlq...).FirstErr()
 		}); err != nil {
 			return err
 		}
 	}
-	b.Meta = &store.BatchMeta{Records: len(b.Ticks) + len(b.Rejected) + int(p.batchDup), Ticks: len(b.Ticks),
-		Rejected: len(b.Rejected), PrevCommitMs: p.prevCommitMs, PrevE2EP50Ms: p.prevE2E[0], PrevE2EP99Ms: p.prevE2E[1]}
-	var (
-		res  store.CommitResult
-		took time.Duration
-	)
-	err := retry(cctx, p.log, "committing batch", func() error {
-		var err error
-		start := time.Now()
-		res, err = p.sink.Commit(cctx, b)
-		took = time.Since(start)
-		return err
-	})
-	if err != nil {
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range w.lanes {
+		l := &w.lanes[i]
+		if len(l.b.Offsets) == 0 {
+			continue
+		}
+		wg.Go(func() { l.res, l.err = p.commitLane(cctx, cl, l) })
+	}
+	wg.Wait()
+	took := time.Since(start)
+	kcommit := make(map[int32]kgo.EpochOffset)
+	var res store.CommitResult
+	var errs []error
+	p.mu.Lock()
+	for i := range w.lanes {
+		l := &w.lanes[i]
+		if l.err != nil {
+			errs = append(errs, l.err)
+			continue
+		}
+		res.Inserted += l.res.Inserted
+		res.Duplicates += l.res.Duplicates
+		res.Anomalies += l.res.Anomalies
+		for _, o := range l.b.Offsets {
+			if part := p.parts[o.Partition]; part != nil {
+				part.expected = o.Next
+			}
+			kcommit[o.Partition] = kgo.EpochOffset{Epoch: -1, Offset: o.Next}
+		}
+	}
+	p.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
 		if errors.Is(err, store.ErrFenced) {
 			p.cfg.Metrics.FenceHit()
 		}
 		return err
 	}
-	p.observe(b, res, took)
-
-	p.mu.Lock()
-	for _, o := range b.Offsets {
-		if part := p.parts[o.Partition]; part != nil {
-			part.expected = o.Next
-			part.touched = false
-		}
-	}
-	p.mu.Unlock()
-
-	p.consumed.Add(int64(len(b.Ticks)+len(b.Rejected)) + p.batchDup)
-	p.stored.Add(res.Inserted)
-	p.duplicates.Add(res.Duplicates + p.batchDup)
-	p.rejected.Add(int64(len(b.Rejected)))
-	p.late.Add(p.batchLat)
-	p.anomalies.Add(res.Anomalies)
-	p.candles.Add(int64(len(b.Candles)))
-	p.batches.Add(1)
+	p.observe(w, res, took)
 
 	// Kafka's copy of the offsets is for lag tools only; PostgreSQL's is
 	// the one consumption resumes from, so a failure here loses nothing.
@@ -485,16 +624,78 @@ func (p *Processor) commit(ctx context.Context, cl *kgo.Client, b *store.Batch, 
 	return nil
 }
 
+// commitLane commits one lane. If PostgreSQL refuses some of its ticks (a
+// constraint or an encoding the validator let through), those ticks are
+// found, sent to the dead-letter path with the database's reason, and the
+// rest is committed: one bad row must not stop its partition for ever.
+func (p *Processor) commitLane(ctx context.Context, cl *kgo.Client, l *lane) (store.CommitResult, error) {
+	var res store.CommitResult
+	for {
+		err := retry(ctx, p.log, "committing batch", func() error {
+			var err error
+			res, err = p.sink.Commit(ctx, &l.b)
+			return err
+		})
+		var refused *store.RefusedError
+		if !errors.As(err, &refused) || refused.Table != "ticks" {
+			return res, err
+		}
+		bad, ferr := p.sink.FindRefused(ctx, l.b.Ticks)
+		if ferr != nil {
+			return res, fmt.Errorf("isolating the ticks PostgreSQL refused: %w (after: %w)", ferr, err)
+		}
+		if len(bad) == 0 {
+			return res, fmt.Errorf("PostgreSQL refused the batch but no single tick: %w", err)
+		}
+		var dlq []*kgo.Record
+		keep := l.b.Ticks[:0]
+		next := 0
+		for i := range l.b.Ticks {
+			t := l.b.Ticks[i]
+			if next < len(bad) && bad[next].Index == i {
+				rj := &market.Rejection{Reason: market.ReasonDatabase, Detail: bad[next].Err.Error()}
+				next++
+				raw := t.Raw
+				l.b.Rejected = append(l.b.Rejected, store.Rejected{Topic: p.cfg.Topic, Partition: t.Partition, Offset: t.Offset,
+					Reason: rj.Reason, Detail: rj.Detail, Key: []byte(t.Symbol), Raw: raw})
+				dlq = append(dlq, deadLetter(p.cfg.DLQTopic, &kgo.Record{Topic: p.cfg.Topic, Partition: t.Partition,
+					Offset: t.Offset, Key: []byte(t.Symbol), Value: raw}, rj))
+				continue
+			}
+			keep = append(keep, t)
+		}
+		l.b.Ticks = keep
+		p.log.Warn("PostgreSQL refused ticks; sent them to the dead-letter path", "count", len(bad), "first", bad[0].Err)
+		if err := retry(ctx, p.log, "producing dead letters", func() error {
+			return cl.ProduceSync(ctx, dlq...).FirstErr()
+		}); err != nil {
+			return res, err
+		}
+	}
+}
+
 // observe records a committed batch in the metrics and keeps the figures
 // the next batch's live update reports.
-func (p *Processor) observe(b *store.Batch, res store.CommitResult, took time.Duration) {
+func (p *Processor) observe(w *work, res store.CommitResult, took time.Duration) {
 	m := p.cfg.Metrics
 	now := time.Now()
 	p.lat = p.lat[:0]
-	for i := range b.Ticks {
-		d := now.Sub(b.Ticks[i].TS)
-		p.lat = append(p.lat, int64(d))
-		m.EndToEndLatency(d)
+	var rejected, candles int
+	for i := range w.lanes {
+		l := &w.lanes[i]
+		for j := range l.b.Ticks {
+			d := now.Sub(l.b.Ticks[j].TS)
+			p.lat = append(p.lat, int64(d))
+			m.EndToEndLatency(d)
+		}
+		for j := range l.b.Rejected {
+			m.Reject(string(l.b.Rejected[j].Reason))
+		}
+		for j := range l.b.Anomalies {
+			m.Anomaly(string(l.b.Anomalies[j].Kind))
+		}
+		rejected += len(l.b.Rejected)
+		candles += len(l.b.Candles)
 	}
 	p.prevCommitMs = float64(took) / 1e6
 	p.prevE2E = [2]float64{}
@@ -503,16 +704,20 @@ func (p *Processor) observe(b *store.Batch, res store.CommitResult, took time.Du
 		p.prevE2E[0] = float64(p.lat[len(p.lat)/2]) / 1e6
 		p.prevE2E[1] = float64(p.lat[(len(p.lat)*99)/100]) / 1e6
 	}
-	m.ObserveBatch(b.Meta.Records, int(res.Inserted), int(res.Duplicates+p.batchDup), took)
-	for i := range b.Rejected {
-		m.Reject(string(b.Rejected[i].Reason))
-	}
-	for i := range b.Anomalies {
-		m.Anomaly(string(b.Anomalies[i].Kind))
-	}
+	m.ObserveBatch(w.n, int(res.Inserted), int(res.Duplicates+w.dup), took)
+
+	p.consumed.Add(int64(w.n))
+	p.stored.Add(res.Inserted)
+	p.duplicates.Add(res.Duplicates + w.dup)
+	p.rejected.Add(int64(rejected))
+	p.late.Add(w.late)
+	p.anomalies.Add(res.Anomalies)
+	p.candles.Add(int64(candles))
+	p.batches.Add(1)
 }
 
-// retry runs fn until it succeeds, ctx ends, or it fails with ErrFenced.
+// retry runs fn until it succeeds, ctx ends, or it fails with ErrFenced or
+// an error PostgreSQL will repeat (store.Permanent).
 // PostgreSQL or the broker being away is waited out with backoff: the batch
 // stays in hand, nothing is acknowledged, consumption pauses.
 func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
@@ -525,7 +730,7 @@ func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) 
 			}
 			return nil
 		}
-		if errors.Is(err, store.ErrFenced) || ctx.Err() != nil {
+		if errors.Is(err, store.ErrFenced) || store.Permanent(err) || ctx.Err() != nil {
 			return err
 		}
 		log.Warn(what+" failed; retrying", "err", err, "attempt", attempt, "in", backoff)
@@ -579,6 +784,14 @@ func (p *Processor) assign(ctx context.Context, offsets map[string]map[int32]kgo
 }
 
 func (p *Processor) revoke(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	// The batch in flight may hold rows of these partitions; they go to
+	// their next owner only after it has committed (or failed).
+	p.mu.Lock()
+	f := p.flight
+	p.mu.Unlock()
+	if f != nil {
+		<-f.done
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, id := range lost[p.cfg.Topic] {
