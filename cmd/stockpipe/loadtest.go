@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/stockpipe/stockpipe/internal/loadtest"
@@ -25,9 +27,16 @@ func loadtestCommand() *command {
 	partitions := c.fs.Int("partitions", 6, "partitions of the load-test topic")
 	asJSON := c.fs.Bool("json", false, "print the report as one JSON object")
 	batchSize := c.fs.Int("batch-size", 10_000, "processor: records per transaction at most")
-	batchWait := c.fs.Duration("batch-wait", 10*time.Millisecond, "processor: how long a batch may wait to fill")
+	batchWait := c.fs.Duration("batch-wait", 0, "processor: how much longer a batch may wait to fill once it has records (0: none; the next batch fills while one commits)")
 	cpuProfile := c.fs.String("cpuprofile", "", "write a CPU profile of the whole run (generator, broker, processor, server) to this file, for `go tool pprof`")
+	soak := c.fs.Duration("soak", 0, "instead: a soak of this length at --rate (default 20000), the processor in its own process, its memory and the lag sampled, then exactly-once checked")
+	killEvery := c.fs.Duration("kill-every", 0, "soak: SIGKILL the processor this often and restart it (0 = never)")
+	faults := c.fs.Float64("faults", 0, "soak: probability 0..0.5 that a record is a fault (duplicate, late, malformed, invalid…)")
 	c.run = func(rc *runCtx) error {
+		if *soak != 0 {
+			return runSoak(rc, loadtest.SoakConfig{Duration: *soak, Rate: *rate, Symbols: *symbols, Faults: *faults,
+				KillEvery: *killEvery, DataDir: *dataDir, Logger: rc.log}, *asJSON)
+		}
 		switch {
 		case *count < 1:
 			return errors.New("--count must be at least 1")
@@ -76,4 +85,49 @@ func loadtestCommand() *command {
 		return nil
 	}
 	return c
+}
+
+// runSoak runs loadtest --soak with this binary's process command as the
+// processor.
+func runSoak(rc *runCtx, cfg loadtest.SoakConfig, asJSON bool) error {
+	switch {
+	case cfg.Duration < time.Second:
+		return errors.New("--soak must be at least 1s")
+	case cfg.Rate < 0:
+		return errors.New("--rate must be above 0 for a soak")
+	case cfg.Faults < 0 || cfg.Faults > 0.5:
+		return errors.New("--faults must be between 0 and 0.5")
+	case cfg.KillEvery < 0:
+		return errors.New("--kill-every must not be negative")
+	}
+	if cfg.Rate == 0 {
+		cfg.Rate = 20_000
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding this program to run the processor: %w", err)
+	}
+	cfg.Processor = func(brokers []string, databaseURL string) *exec.Cmd {
+		// A static member: a killed processor's partitions come back as
+		// soon as its successor joins, as with "up".
+		return exec.Command(self, "process", "--brokers", strings.Join(brokers, ","), "--database-url", databaseURL,
+			"--instance-id", "soak", "--log-level", "warn")
+	}
+	rep, err := loadtest.Soak(rc.ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(rc.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else if err := rep.WriteTable(rc.stdout); err != nil {
+		return fmt.Errorf("writing the report: %w", err)
+	}
+	if !rep.Passed {
+		return errors.New("the soak failed: " + strings.Join(rep.Notes, "; "))
+	}
+	return nil
 }

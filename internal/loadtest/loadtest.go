@@ -56,7 +56,7 @@ type Config struct {
 	Seed         uint64
 	Logger       *slog.Logger // default discards
 	// BatchSize and BatchWait tune the processor (zero: its defaults,
-	// 10,000 records and 10 ms).
+	// 10,000 records and no extra wait).
 	BatchSize int
 	BatchWait time.Duration
 }

@@ -29,11 +29,15 @@ import (
 // Config configures a Processor. Zero fields take the defaults noted.
 type Config struct {
 	Kafka     kafka.Config
-	Group     string        // consumer group, default "stockpipe"
-	Topic     string        // default kafka.TopicTicks
-	DLQTopic  string        // default kafka.TopicDLQ
-	BatchSize int           // records per transaction at most, default 10,000
-	BatchWait time.Duration // how long a batch may wait to fill, default 10 ms
+	Group     string // consumer group, default "stockpipe"
+	Topic     string // default kafka.TopicTicks
+	DLQTopic  string // default kafka.TopicDLQ
+	BatchSize int    // records per transaction at most, default 10,000
+	// BatchWait is how much longer a batch may wait to fill once it has
+	// its first records; default 0. Waiting is rarely worth it: while one
+	// batch commits the next fills by itself, so batches grow with the
+	// load and stay small (and quick) when it is light.
+	BatchWait time.Duration
 	// SessionTimeout is how long the group waits for a silent member
 	// before giving its partitions to others; default 10 s.
 	SessionTimeout time.Duration
@@ -74,8 +78,8 @@ func (c *Config) setDefaults() {
 	if c.BatchSize <= 0 {
 		c.BatchSize = 10_000
 	}
-	if c.BatchWait <= 0 {
-		c.BatchWait = 10 * time.Millisecond
+	if c.BatchWait < 0 {
+		c.BatchWait = 0
 	}
 	if c.Lanes <= 0 {
 		c.Lanes = min(runtime.GOMAXPROCS(0), 8)
@@ -337,7 +341,7 @@ func (p *Processor) session(ctx context.Context) (err error) {
 		}
 		p.logFetchErrors(fetches)
 		p.add(w, fetches)
-		if w.n > 0 {
+		if w.n > 0 && p.cfg.BatchWait > 0 {
 			deadline := time.Now().Add(p.cfg.BatchWait)
 			for w.n < p.cfg.BatchSize && ctx.Err() == nil {
 				wait := time.Until(deadline)
