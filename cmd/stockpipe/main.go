@@ -39,6 +39,8 @@ func commands() []*command {
 		dagCommand(),
 		evaluateCommand(),
 		loadtestCommand(),
+		configCommand(),
+		healthCommand(),
 	}
 }
 
