@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -103,42 +104,100 @@ func TestFlagsFromEnvironment(t *testing.T) {
 
 // proc is a stockpipe subprocess.
 type proc struct {
-	cmd *exec.Cmd
-	out *bytes.Buffer
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{} // closed once the process has exited
+	err  error         // how it exited; read after done
 }
 
+// syncBuffer collects a subprocess's output and may be read while the
+// process still writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// tail is the end of the output, for failure messages.
+func (b *syncBuffer) tail(n int) string {
+	s := b.String()
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// start runs the test binary as stockpipe with args. The process is killed
+// when the test ends, and its output's end is logged if the test failed.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), asCLI+"=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, out: &out}
+	p := &proc{cmd: cmd, out: out, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
 	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
+		if !p.exited() {
 			_ = p.cmd.Process.Kill()
-			_ = p.cmd.Wait()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("output of %v (pid %d):\n%s", args, cmd.Process.Pid, out.tail(4000))
 		}
 	})
 	return p
 }
 
-func (p *proc) wait(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("%v: %v\n%s", p.cmd.Args[1:], err, p.out)
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
 	}
 }
 
+// wait waits for the process to exit and fails the test unless it exited 0.
+func (p *proc) wait(t *testing.T) {
+	t.Helper()
+	<-p.done
+	if p.err != nil {
+		t.Fatalf("%v: %v\n%s", p.cmd.Args[1:], p.err, p.out)
+	}
+}
+
+// kill ends the process with SIGKILL and waits until it is gone.
 func (p *proc) kill(t *testing.T) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	p.signal(t, syscall.SIGKILL)
+	<-p.done
+}
+
+// signal sends sig to the process.
+func (p *proc) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v to %v: %v", sig, p.cmd.Args[1:], err)
 	}
-	_ = p.cmd.Wait()
 }
 
 func freeAddr(t *testing.T) string {

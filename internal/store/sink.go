@@ -48,7 +48,11 @@ type PartitionCommit struct {
 	Partition int32
 	Expected  int64
 	Next      int64
-	State     []byte
+	// State, if not nil, is a checkpoint of the partition's analytics
+	// state as it stands at StateOffset (every record before it applied).
+	// Nil keeps the stored checkpoint.
+	State       []byte
+	StateOffset int64
 }
 
 // Batch is everything one processor transaction stores.
@@ -64,6 +68,9 @@ type Batch struct {
 	Anomalies []anomaly.Anomaly
 	// Meta, if set, is announced to live listeners with the batch.
 	Meta *BatchMeta
+	// Replay marks a batch whose ticks may be stored already (records
+	// replayed from a checkpoint): they go in by INSERT … ON CONFLICT.
+	Replay bool
 
 	// column buffers reused across commits
 	cols tickColumns
@@ -80,6 +87,7 @@ func (b *Batch) Reset() {
 	b.Candles = b.Candles[:0]
 	b.Anomalies = b.Anomalies[:0]
 	b.Meta = nil
+	b.Replay = false
 }
 
 // CommitResult says what a commit stored.
@@ -89,10 +97,14 @@ type CommitResult struct {
 	Anomalies  int64 // new anomaly rows
 }
 
-// Offset is a stored consumer position and the state that goes with it.
+// Offset is a stored consumer position and the last checkpoint of the
+// partition's state.
 type Offset struct {
-	Next  int64
-	State []byte
+	Next int64
+	// State stands at StateOffset ≤ Next: the records from StateOffset to
+	// Next are stored but must be replayed to rebuild the state.
+	State       []byte
+	StateOffset int64
 }
 
 // Sink writes processor batches to PostgreSQL exactly once.
@@ -110,7 +122,7 @@ func NewSink(pool *pgxpool.Pool) *Sink { return &Sink{pool: pool} }
 // partitions; a partition without a row is absent from the map.
 func (s *Sink) LoadOffsets(ctx context.Context, group, topic string, partitions []int32) (map[int32]Offset, error) {
 	rows, err := s.pool.Query(ctx,
-		`SELECT partition, next_offset, state FROM consumer_offsets
+		`SELECT partition, next_offset, state, coalesce(state_offset, next_offset) FROM consumer_offsets
 		 WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)`, group, topic, partitions)
 	if err != nil {
 		return nil, fmt.Errorf("loading offsets of group %s: %w", group, err)
@@ -121,8 +133,8 @@ func (s *Sink) LoadOffsets(ctx context.Context, group, topic string, partitions 
 		o  Offset
 		st []byte
 	)
-	_, err = pgx.ForEachRow(rows, []any{&p, &o.Next, &st}, func() error {
-		out[p] = Offset{Next: o.Next, State: append([]byte(nil), st...)}
+	_, err = pgx.ForEachRow(rows, []any{&p, &o.Next, &st, &o.StateOffset}, func() error {
+		out[p] = Offset{Next: o.Next, State: append([]byte(nil), st...), StateOffset: min(o.StateOffset, o.Next)}
 		return nil
 	})
 	if err != nil {
@@ -144,6 +156,9 @@ func (s *Sink) LoadOffsets(ctx context.Context, group, topic string, partitions 
 // INSERT … SELECT FROM unnest($arrays) ON CONFLICT DO NOTHING, which the
 // sink then keeps using for a while.
 func (s *Sink) Commit(ctx context.Context, b *Batch) (CommitResult, error) {
+	if b.Replay {
+		return s.commit(ctx, b, false)
+	}
 	useCopy := len(b.Ticks) >= minCopy && s.conflictFree.Load() >= 0
 	if useCopy {
 		res, err := s.commit(ctx, b, true)
@@ -174,14 +189,21 @@ func (s *Sink) commit(ctx context.Context, b *Batch, copyTicks bool) (CommitResu
 	var res CommitResult
 	pb := &pgx.Batch{}
 	for _, o := range b.Offsets {
+		// A nil State leaves the stored checkpoint as it is.
+		var state any
+		if o.State != nil {
+			state = o.State
+		}
 		if o.Expected < 0 {
-			pb.Queue(`INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, state)
-				VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
-				b.Group, b.Topic, o.Partition, o.Next, o.State)
+			pb.Queue(`INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, state, state_offset)
+				VALUES ($1, $2, $3, $4, $5, CASE WHEN $5::bytea IS NULL THEN NULL ELSE $6::bigint END) ON CONFLICT DO NOTHING`,
+				b.Group, b.Topic, o.Partition, o.Next, state, o.StateOffset)
 		} else {
-			pb.Queue(`UPDATE consumer_offsets SET next_offset = $4, state = $5, updated_at = now()
+			pb.Queue(`UPDATE consumer_offsets SET next_offset = $4, updated_at = now(),
+					state = coalesce($5::bytea, state),
+					state_offset = CASE WHEN $5::bytea IS NULL THEN coalesce(state_offset, next_offset) ELSE $7::bigint END
 				WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $6`,
-				b.Group, b.Topic, o.Partition, o.Next, o.State, o.Expected)
+				b.Group, b.Topic, o.Partition, o.Next, state, o.Expected, o.StateOffset)
 		}
 	}
 	insertTicks := len(b.Ticks) > 0 && !copyTicks

@@ -46,6 +46,13 @@ type Config struct {
 	// of after SessionTimeout. Two live processes must not share one.
 	InstanceID string
 	Rules      market.Rules // default market.DefaultRules()
+	// CheckpointEvery is how often a partition's analytics state is
+	// written with its offsets; default 10 s. In between, batches store
+	// only rows and offsets, and a restart replays the records since the
+	// last checkpoint (every write is idempotent). The state of thousands
+	// of symbols is megabytes: writing it with every batch would cost more
+	// than the batch.
+	CheckpointEvery time.Duration
 	// Lanes is how many transactions commit a batch concurrently, each
 	// holding the partitions whose id modulo Lanes is its index; default
 	// GOMAXPROCS, at most 8. The database pool needs Lanes connections.
@@ -81,6 +88,9 @@ func (c *Config) setDefaults() {
 	if c.BatchWait < 0 {
 		c.BatchWait = 0
 	}
+	if c.CheckpointEvery <= 0 {
+		c.CheckpointEvery = 10 * time.Second
+	}
 	if c.Lanes <= 0 {
 		c.Lanes = min(runtime.GOMAXPROCS(0), 8)
 	}
@@ -100,7 +110,8 @@ func (c *Config) setDefaults() {
 
 // Stats are a processor's running totals.
 type Stats struct {
-	Consumed   int64 // records read from Kafka and committed
+	Consumed   int64 // records read from Kafka and committed, replays excluded
+	Replayed   int64 // records read again from a checkpoint to rebuild state
 	Stored     int64 // new tick rows
 	Duplicates int64 // ticks seen before, dropped
 	Rejected   int64 // records sent to the dead-letter path
@@ -125,7 +136,7 @@ type Processor struct {
 	flight *flight
 
 	consumed, stored, duplicates, rejected, batches, fenced atomic.Int64
-	late, anomalies, candles, assigned                      atomic.Int64
+	late, anomalies, candles, assigned, replayed            atomic.Int64
 
 	lat []int64 // end-to-end latencies of the last batch, reused
 	// What the next batch's notification reports about this one, whose
@@ -141,7 +152,12 @@ type partition struct {
 	// commit only succeeds if it is still there.
 	expected int64
 	// next is the offset after the last record processed; -1 before any.
+	// Below expected while records since the checkpoint are replayed.
 	next int64
+	// checkpoint is the offset the stored state stands at, -1 if none;
+	// checkpointed is when it was written.
+	checkpoint   int64
+	checkpointed time.Time
 	// an is the partition's analytics state, restored from its snapshot.
 	an *analytics.Partition
 }
@@ -156,6 +172,10 @@ type work struct {
 	dup     int64   // duplicates dropped
 	late    int64   // late ticks rejected
 	n       int     // records taken
+	// replayed counts records below their partition's stored offset
+	// (rebuilding state from a checkpoint), replayedTicks the valid ticks
+	// among them, which are stored already.
+	replayed, replayedTicks int64
 }
 
 // lane is the part of a batch that one transaction commits: the rows and
@@ -181,6 +201,7 @@ func (w *work) reset() {
 	w.dlq = w.dlq[:0]
 	w.touched = w.touched[:0]
 	w.dup, w.late, w.n = 0, 0, 0
+	w.replayed, w.replayedTicks = 0, 0
 }
 
 func (w *work) lane(partition int32) *lane { return &w.lanes[int(partition)%len(w.lanes)] }
@@ -228,13 +249,14 @@ func (p *Processor) newPartition(expected int64, state []byte) (*partition, erro
 	if err := an.Restore(state); err != nil {
 		return nil, err
 	}
-	return &partition{expected: expected, next: expected, an: an}, nil
+	return &partition{expected: expected, next: expected, checkpoint: -1, an: an}, nil
 }
 
 // Stats returns the running totals.
 func (p *Processor) Stats() Stats {
 	return Stats{
 		Consumed:   p.consumed.Load(),
+		Replayed:   p.replayed.Load(),
 		Stored:     p.stored.Load(),
 		Duplicates: p.duplicates.Load(),
 		Rejected:   p.rejected.Load(),
@@ -304,7 +326,7 @@ func (p *Processor) session(ctx context.Context) (err error) {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.AdjustFetchOffsetsFn(p.assign),
 		kgo.OnPartitionsRevoked(p.revoke),
-		kgo.OnPartitionsLost(p.revoke),
+		kgo.OnPartitionsLost(p.lose),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		// The broker may hold a fetch this long for data; franz-go's floor
 		// is 10 ms.
@@ -356,7 +378,9 @@ func (p *Processor) session(ctx context.Context) (err error) {
 			}
 		}
 		if w.n > 0 {
-			if err := p.prepare(w); err != nil {
+			// The last batch before a shutdown checkpoints, so a
+			// restart does not replay.
+			if err := p.prepare(w, ctx.Err() != nil); err != nil {
 				cl.AllowRebalance()
 				return err
 			}
@@ -374,9 +398,30 @@ func (p *Processor) session(ctx context.Context) (err error) {
 		}
 		cl.AllowRebalance()
 		if ctx.Err() != nil {
-			return nil
+			if inflight != nil {
+				err := inflight.wait()
+				inflight = nil
+				if err != nil {
+					return err
+				}
+			}
+			// Partitions whose last batch came before the shutdown
+			// was noticed still need their checkpoint.
+			return p.checkpoint(ctx, cl, p.dirty(p.owned()))
 		}
 	}
+}
+
+// owned lists the partitions this processor holds.
+func (p *Processor) owned() []int32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ids := make([]int32, 0, len(p.parts))
+	for id := range p.parts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 func (p *Processor) logFetchErrors(f kgo.Fetches) {
@@ -407,6 +452,11 @@ func (p *Processor) add(w *work, f kgo.Fetches) {
 		}
 		part.next = r.Offset + 1
 		l := w.lane(r.Partition)
+		replay := r.Offset < part.expected
+		if replay {
+			w.replayed++
+			l.b.Replay = true
+		}
 
 		var t market.Tick
 		err := p.decode(r, &t, now)
@@ -433,6 +483,9 @@ func (p *Processor) add(w *work, f kgo.Fetches) {
 			})
 			w.dlq = append(w.dlq, deadLetter(p.cfg.DLQTopic, r, rj))
 			return
+		}
+		if replay {
+			w.replayedTicks++
 		}
 		l.b.Ticks = append(l.b.Ticks, store.TickRow{Tick: t, Partition: r.Partition, Offset: r.Offset, Raw: r.Value})
 	})
@@ -483,13 +536,15 @@ func deadLetter(topic string, r *kgo.Record, rj *market.Rejection) *kgo.Record {
 }
 
 // prepare closes the batch: it flushes each touched partition's forming
-// candles, snapshots its state into the batch's own buffer (the next batch
-// may change the state while this one commits) and lists its new offset.
-// Expected offsets are filled in by launch, once the previous commit is
-// known.
-func (p *Processor) prepare(w *work) error {
+// candles and lists its new offset, with a checkpoint of its state (into
+// the batch's own buffer: the next batch may change the state while this
+// one commits) when the last is older than CheckpointEvery, when the
+// partition has none, or when force is set. Expected offsets are filled in
+// by launch, once the previous commit is known.
+func (p *Processor) prepare(w *work, force bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	now := time.Now()
 	for _, id := range w.touched {
 		part := p.parts[id]
 		if part == nil {
@@ -497,12 +552,17 @@ func (p *Processor) prepare(w *work) error {
 		}
 		l := w.lane(id)
 		part.an.Flush(&l.out)
-		st, err := part.an.AppendBinary(l.states[id][:0])
-		if err != nil {
-			return fmt.Errorf("snapshotting partition %d: %w", id, err)
+		// While replaying, the stored offset stays where it is.
+		pc := store.PartitionCommit{Partition: id, Next: max(part.next, part.expected)}
+		if force || part.checkpoint < 0 || now.Sub(part.checkpointed) >= p.cfg.CheckpointEvery {
+			st, err := part.an.AppendBinary(l.states[id][:0])
+			if err != nil {
+				return fmt.Errorf("snapshotting partition %d: %w", id, err)
+			}
+			l.states[id] = st
+			pc.State, pc.StateOffset = st, part.next
 		}
-		l.states[id] = st
-		l.b.Offsets = append(l.b.Offsets, store.PartitionCommit{Partition: id, Next: part.next, State: st})
+		l.b.Offsets = append(l.b.Offsets, pc)
 	}
 	for i := range w.lanes {
 		l := &w.lanes[i]
@@ -513,6 +573,35 @@ func (p *Processor) prepare(w *work) error {
 		}
 	}
 	return nil
+}
+
+// dirty returns the partitions among ids whose state has moved since their
+// last checkpoint.
+func (p *Processor) dirty(ids []int32) []int32 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []int32
+	for _, id := range ids {
+		if part := p.parts[id]; part != nil && part.next >= 0 && part.next != part.checkpoint {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// checkpoint writes the state of the given partitions with their offsets,
+// so that whoever consumes them next (this process restarted, or another
+// after a rebalance) resumes without replaying. No batch may be in flight.
+func (p *Processor) checkpoint(ctx context.Context, cl *kgo.Client, ids []int32) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	w := p.newWork()
+	w.touched = append(w.touched, ids...)
+	if err := p.prepare(w, true); err != nil {
+		return err
+	}
+	return p.launch(ctx, cl, w).wait()
 }
 
 // launch starts committing w, which the previous commit must have
@@ -539,6 +628,9 @@ func (p *Processor) launch(ctx context.Context, cl *kgo.Client, w *work) *flight
 	}
 	// One lane announces the whole batch to the pipeline monitor.
 	for i := range w.lanes {
+		if w.n == 0 {
+			break
+		}
 		if l := &w.lanes[i]; len(l.b.Offsets) > 0 {
 			l.b.Meta = &store.BatchMeta{Records: w.n, Ticks: ticks, Rejected: rejected,
 				PrevCommitMs: p.prevCommitMs, PrevE2EP50Ms: p.prevE2E[0], PrevE2EP99Ms: p.prevE2E[1]}
@@ -596,9 +688,13 @@ func (p *Processor) commit(ctx context.Context, cl *kgo.Client, w *work) error {
 		res.Inserted += l.res.Inserted
 		res.Duplicates += l.res.Duplicates
 		res.Anomalies += l.res.Anomalies
+		now := time.Now()
 		for _, o := range l.b.Offsets {
 			if part := p.parts[o.Partition]; part != nil {
 				part.expected = o.Next
+				if o.State != nil {
+					part.checkpoint, part.checkpointed = o.StateOffset, now
+				}
 			}
 			kcommit[o.Partition] = kgo.EpochOffset{Epoch: -1, Offset: o.Next}
 		}
@@ -708,11 +804,15 @@ func (p *Processor) observe(w *work, res store.CommitResult, took time.Duration)
 		p.prevE2E[0] = float64(p.lat[len(p.lat)/2]) / 1e6
 		p.prevE2E[1] = float64(p.lat[(len(p.lat)*99)/100]) / 1e6
 	}
-	m.ObserveBatch(w.n, int(res.Inserted), int(res.Duplicates+w.dup), took)
+	// Replayed ticks are stored already; they are not duplicates sent
+	// twice.
+	dup := max(res.Duplicates-w.replayedTicks, 0) + w.dup
+	m.ObserveBatch(w.n, int(res.Inserted), int(dup), took)
 
-	p.consumed.Add(int64(w.n))
+	p.consumed.Add(int64(w.n) - w.replayed)
+	p.replayed.Add(w.replayed)
 	p.stored.Add(res.Inserted)
-	p.duplicates.Add(res.Duplicates + w.dup)
+	p.duplicates.Add(dup)
 	p.rejected.Add(int64(rejected))
 	p.late.Add(w.late)
 	p.anomalies.Add(res.Anomalies)
@@ -772,7 +872,11 @@ func (p *Processor) assign(ctx context.Context, offsets map[string]map[int32]kgo
 		}
 		p.parts[id] = part
 		if ok {
-			parts[id] = kgo.NewOffset().At(o.Next).WithEpoch(-1)
+			// Consumption starts at the checkpoint; the records from
+			// there to next_offset rebuild the state and are stored
+			// already.
+			part.next, part.checkpoint, part.checkpointed = o.StateOffset, o.StateOffset, time.Now()
+			parts[id] = kgo.NewOffset().At(o.StateOffset).WithEpoch(-1)
 		} else {
 			parts[id] = kgo.NewOffset().AtStart()
 		}
@@ -780,30 +884,51 @@ func (p *Processor) assign(ctx context.Context, offsets map[string]map[int32]kgo
 	p.assigned.Store(int64(len(p.parts)))
 	p.cfg.Metrics.SetPartitions(len(p.parts))
 	from := make(map[int32]int64, len(stored))
+	replay := make(map[int32]int64, len(stored))
 	for id, o := range stored {
 		from[id] = o.Next
+		if o.Next > o.StateOffset {
+			replay[id] = o.Next - o.StateOffset
+		}
 	}
-	p.log.Info("partitions assigned", "partitions", ids, "resuming_from", from)
+	p.log.Info("partitions assigned", "partitions", ids, "resuming_from", from, "replaying", replay)
 	return offsets, nil
 }
 
-func (p *Processor) revoke(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	// The batch in flight may hold rows of these partitions; they go to
-	// their next owner only after it has committed (or failed).
+func (p *Processor) revoke(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	p.release(ctx, cl, revoked[p.cfg.Topic], true)
+}
+
+func (p *Processor) lose(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
+	// Lost partitions may have a new owner already: no checkpoint.
+	p.release(ctx, cl, lost[p.cfg.Topic], false)
+}
+
+// release lets partitions go. The batch in flight may hold rows of them;
+// they go to their next owner only after it has committed (or failed).
+// Revoked in an orderly way, they are checkpointed first, so their next
+// owner does not replay.
+func (p *Processor) release(ctx context.Context, cl *kgo.Client, ids []int32, save bool) {
 	p.mu.Lock()
 	f := p.flight
 	p.mu.Unlock()
+	failed := false
 	if f != nil {
-		<-f.done
+		failed = f.wait() != nil
+	}
+	if save && !failed {
+		if err := p.checkpoint(ctx, cl, p.dirty(ids)); err != nil {
+			p.log.Warn("checkpointing released partitions; their next owner replays from the last checkpoint", "partitions", ids, "err", err)
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, id := range lost[p.cfg.Topic] {
+	for _, id := range ids {
 		delete(p.parts, id)
 	}
 	p.assigned.Store(int64(len(p.parts)))
 	p.cfg.Metrics.SetPartitions(len(p.parts))
-	p.log.Info("partitions released", "partitions", lost[p.cfg.Topic])
+	p.log.Info("partitions released", "partitions", ids)
 }
 
 // anomalyRecord is an anomaly as published on the anomalies topic.
