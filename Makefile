@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/stockpipe
 PKGS    := ./...
 
-.PHONY: all build run test test-short vet fmt bench fuzz clean
+.PHONY: all build run test test-short test-chaos vet fmt bench fuzz clean
 
 all: build
 
@@ -14,10 +14,18 @@ build:
 run: build
 	./$(BIN) up
 
-## test: vet, formatting and every test (race detector on) against a real broker, PostgreSQL and Chromium
+## test: vet, formatting and every test (race detector on) against a real broker, PostgreSQL and Chromium,
+## then short fuzz runs of the tick decoder and the tick rules
 test: vet
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed on:"; gofmt -l .; exit 1; }
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
+	$(GO) test ./internal/market -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 15s
+	$(GO) test ./internal/market -run '^$$' -fuzz '^FuzzRules$$' -fuzztime 15s
+
+## test-chaos: the large chaos and scale-out runs (a million ticks; processors SIGKILLed,
+## PostgreSQL and the broker restarted), without the race detector; prints the accounting
+test-chaos:
+	cd cmd/stockpipe && STOCKPIPE_CHAOS=full $(GO) test -count=1 -timeout 30m -run '^(TestChaos|TestScaleOut)$$'
 
 vet:
 	$(GO) vet $(PKGS)

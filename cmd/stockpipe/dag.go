@@ -96,6 +96,7 @@ func dagCommand() *command {
 	c.usage = "list | trigger NAME [--date D] [--param k=v]… | runs [NAME] | backfill NAME --from D --to D"
 	c.positional = true
 	url := c.fs.String("database-url", "", "PostgreSQL URL (or DATABASE_URL)")
+	dbWait := c.fs.Duration("db-wait", time.Minute, "how long to wait for an unreachable PostgreSQL before giving up (0 = until interrupted)")
 	var kf kafkaFlags
 	kf.register(c.fs, "Kafka brokers, passed to runs that need them (optional)")
 	date := c.fs.String("date", "", "logical date of the run, YYYY-MM-DD (default: today in the DAG's time zone)")
@@ -129,7 +130,7 @@ func dagCommand() *command {
 		if err != nil {
 			return err
 		}
-		pool, err := openDB(rc, *url, 2)
+		pool, err := openDBWithin(rc, *url, 2, *dbWait)
 		if err != nil {
 			return err
 		}

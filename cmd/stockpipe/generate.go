@@ -174,6 +174,7 @@ func produce(rc *runCtx, kcfg kafka.Config, src generate.Source, speed float64, 
 		return 0, err
 	}
 	p.Metrics = m
+	p.Logger = rc.log
 	defer p.Close()
 	n, runErr := generate.Run(rc.ctx, src, speed, func(ctx context.Context, r generate.Record) error {
 		return p.Send(ctx, r.Key, r.Value)

@@ -1,13 +1,17 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 func migrateCommand() *command {
 	c := newCommand("migrate", "bring the PostgreSQL schema up to date",
 		"stockpipe migrate --database-url postgres://stockpipe@127.0.0.1:5432/stockpipe")
 	url := c.fs.String("database-url", "", "PostgreSQL URL (or DATABASE_URL)")
+	dbWait := c.fs.Duration("db-wait", time.Minute, "how long to wait for an unreachable PostgreSQL before giving up (0 = until interrupted)")
 	c.run = func(rc *runCtx) error {
-		pool, err := openDB(rc, *url, 2)
+		pool, err := openDBWithin(rc, *url, 2, *dbWait)
 		if err != nil {
 			return err
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/stockpipe/stockpipe/internal/analytics"
@@ -24,6 +26,7 @@ type processFlags struct {
 	instance  string
 	lateness  time.Duration
 	idle      time.Duration
+	ckpt      time.Duration
 }
 
 func (p *processFlags) register(c *command) {
@@ -34,6 +37,7 @@ func (p *processFlags) register(c *command) {
 	c.fs.StringVar(&p.instance, "instance-id", "", "static group membership: a processor restarted with the same ID gets its partitions back at once (IDs must be unique among live processors)")
 	c.fs.DurationVar(&p.lateness, "lateness", 2*time.Second, "how far behind a symbol's newest event time a tick may arrive; later ticks are rejected as late")
 	c.fs.DurationVar(&p.idle, "idle-timeout", 10*time.Second, "finalise the candles of a symbol silent this long (event time) while its partition ticks on")
+	c.fs.DurationVar(&p.ckpt, "checkpoint-every", 10*time.Second, "how often each partition's analytics state is saved; a restart replays the records since (stored already, nothing twice)")
 	c.fs.DurationVar(&p.maxFuture, "max-future", time.Minute, "reject ticks whose ts is further ahead of this machine's clock")
 }
 
@@ -41,7 +45,7 @@ func (p *processFlags) config() stream.Config {
 	rules := market.DefaultRules()
 	rules.MaxFuture = p.maxFuture
 	return stream.Config{Group: p.group, BatchSize: p.batchSize, BatchWait: p.batchWait, Rules: rules,
-		SessionTimeout: p.session, InstanceID: p.instance,
+		SessionTimeout: p.session, InstanceID: p.instance, CheckpointEvery: p.ckpt,
 		Analytics: analytics.Config{Lateness: p.lateness, IdleTimeout: p.idle}}
 }
 
@@ -53,7 +57,7 @@ func processCommand() *command {
 	url := c.fs.String("database-url", "", "PostgreSQL URL (or DATABASE_URL)")
 	var pf processFlags
 	pf.register(c)
-	opsAddr := c.fs.String("http", "", "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:8051); off by default")
+	opsAddr := c.fs.String("http", "", "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:8051), and /debug/pprof/ if it is a loopback one; off by default")
 	c.run = func(rc *runCtx) error {
 		kcfg, err := kf.config("stockpipe-process")
 		if err != nil {
@@ -144,6 +148,16 @@ func serveOps(rc *runCtx, addr string, m *telemetry.Metrics, ready func(context.
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	// Profiles show internals and cost CPU: only on a loopback address,
+	// where only this machine's users reach them.
+	if host, _, err := net.SplitHostPort(ln.Addr().String()); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+			mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		}
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
 	go func() { _ = hs.Serve(ln) }()

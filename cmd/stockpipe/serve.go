@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -131,15 +130,8 @@ func serveHTTP(rc *runCtx, cfg web.Config, ln net.Listener) error {
 		ln.Close()
 		return err
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		// No WriteTimeout: the event stream is long-lived; its handler
-		// sets a deadline per write instead.
-	}
+	// Timeouts and header limits are the web package's, tested there.
+	hs := srv.HTTPServer()
 	ctx, cancel := context.WithCancel(rc.ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -8,10 +8,12 @@ import (
 
 // MaxPeriod is the longest window SMA and Bollinger support. Their ring of
 // closes is a fixed array of this size, so that indicators are plain values
-// that never allocate and copy deeply; 256 covers the customary 200-period
-// average at 2 KiB per indicator. Encoded states hold only the n closes in
-// use.
-const MaxPeriod = 256
+// that never allocate and copy deeply. The pipeline uses periods 5 and 20;
+// 64 leaves room at 512 bytes per indicator — with four per symbol and
+// thousands of symbols per processor, 256 (a 200-period average) made these
+// rings most of the processor's memory. Encoded states hold only the n
+// closes in use.
+const MaxPeriod = 64
 
 // window is a ring of the last n closes with running sums of their
 // deviations from a reference value k: s1 = Σ(x−k) and s2 = Σ(x−k)². The

@@ -158,6 +158,7 @@ type partition struct {
 	// checkpointed is when it was written.
 	checkpoint   int64
 	checkpointed time.Time
+	stateSize    int // bytes of the last checkpoint
 	// an is the partition's analytics state, restored from its snapshot.
 	an *analytics.Partition
 }
@@ -184,11 +185,10 @@ type work struct {
 // commit concurrently on separate connections and PostgreSQL works on all
 // cores; each partition's rows, offset and state stay in one transaction.
 type lane struct {
-	b      store.Batch
-	out    analytics.Output
-	states map[int32][]byte // snapshot buffers by partition, reused
-	res    store.CommitResult
-	err    error
+	b   store.Batch
+	out analytics.Output
+	res store.CommitResult
+	err error
 }
 
 func (w *work) reset() {
@@ -236,7 +236,6 @@ func (p *Processor) newWork() *work {
 	w := &work{lanes: make([]lane, p.cfg.Lanes)}
 	for i := range w.lanes {
 		w.lanes[i].b = store.Batch{Group: p.cfg.Group, Topic: p.cfg.Topic}
-		w.lanes[i].states = make(map[int32][]byte)
 	}
 	return w
 }
@@ -332,6 +331,13 @@ func (p *Processor) session(ctx context.Context) (err error) {
 		// is 10 ms.
 		kgo.FetchMaxWait(max(p.cfg.BatchWait, 10*time.Millisecond)),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
+		// Dead letters and anomalies are produced with the batch in hand.
+		// franz-go retries a buffered record until it is delivered, and
+		// a context does not stop that: with the broker gone, a shutdown
+		// would wait for ever. A record that cannot be delivered in this
+		// time fails, and the batch's commit is retried or, on shutdown,
+		// given up (its records are read again next time).
+		kgo.RecordDeliveryTimeout(20*time.Second),
 	)
 	if p.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(p.cfg.InstanceID))
@@ -555,11 +561,14 @@ func (p *Processor) prepare(w *work, force bool) error {
 		// While replaying, the stored offset stays where it is.
 		pc := store.PartitionCommit{Partition: id, Next: max(part.next, part.expected)}
 		if force || part.checkpoint < 0 || now.Sub(part.checkpointed) >= p.cfg.CheckpointEvery {
-			st, err := part.an.AppendBinary(l.states[id][:0])
+			// A fresh buffer each time: checkpoints are seconds apart
+			// and, for thousands of symbols, megabytes that are not
+			// worth holding on to in between.
+			st, err := part.an.AppendBinary(make([]byte, 0, part.stateSize+part.stateSize/8))
 			if err != nil {
 				return fmt.Errorf("snapshotting partition %d: %w", id, err)
 			}
-			l.states[id] = st
+			part.stateSize = len(st)
 			pc.State, pc.StateOffset = st, part.next
 		}
 		l.b.Offsets = append(l.b.Offsets, pc)

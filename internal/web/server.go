@@ -51,6 +51,58 @@ type Config struct {
 	// Scheduler, if set, backs /dags and the DAG API (a client suffices:
 	// runs are executed by scheduler nodes).
 	Scheduler *orchestrate.Scheduler
+	// Timeouts bound how long a client may hold a connection; zero fields
+	// take the defaults. They apply to the server HTTPServer returns.
+	Timeouts Timeouts
+}
+
+// Timeouts bound how long a client may take over its part of a connection.
+// There is no write timeout: the event stream is long-lived, and its
+// handler sets a deadline per write instead.
+type Timeouts struct {
+	// ReadHeader bounds reading the request line and headers: a client
+	// sending them a byte at a time (slowloris) is cut off. Default 5 s.
+	ReadHeader time.Duration
+	// Read bounds reading a whole request, body included. Default 10 s.
+	Read time.Duration
+	// Idle bounds a kept-alive connection between requests. Default 60 s.
+	Idle time.Duration
+}
+
+// Default timeouts, and the bound on the request line and headers: more
+// than any browser sends, small enough that many clients cannot pin much
+// memory. Larger requests are answered 431.
+const (
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	MaxHeaderBytes           = 16 << 10
+)
+
+func (t Timeouts) withDefaults() Timeouts {
+	if t.ReadHeader <= 0 {
+		t.ReadHeader = DefaultReadHeaderTimeout
+	}
+	if t.Read <= 0 {
+		t.Read = DefaultReadTimeout
+	}
+	if t.Idle <= 0 {
+		t.Idle = DefaultIdleTimeout
+	}
+	return t
+}
+
+// HTTPServer returns an http.Server serving Handler with the configured
+// timeouts and MaxHeaderBytes; call its Serve with a listener.
+func (s *Server) HTTPServer() *http.Server {
+	t := s.cfg.Timeouts.withDefaults()
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		IdleTimeout:       t.Idle,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}
 }
 
 // Server serves the dashboard and API.
