@@ -542,15 +542,26 @@ func deadLetter(topic string, r *kgo.Record, rj *market.Rejection) *kgo.Record {
 }
 
 // prepare closes the batch: it flushes each touched partition's forming
-// candles and lists its new offset, with a checkpoint of its state (into
-// the batch's own buffer: the next batch may change the state while this
-// one commits) when the last is older than CheckpointEvery, when the
-// partition has none, or when force is set. Expected offsets are filled in
-// by launch, once the previous commit is known.
+// candles and lists its new offset, with a checkpoint of its state (into a
+// buffer of its own: the next batch may change the state while this one
+// commits) when the partition has none, when force is set, or when its last
+// is older than CheckpointEvery (one such partition per batch). Expected
+// offsets are filled in by launch, once the previous commit is known.
 func (p *Processor) prepare(w *work, force bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
+	// At most one partition checkpoints because it is due, the one longest
+	// without: spread over batches, checkpoints of several megabytes do
+	// not all land in one transaction (and in memory at once).
+	due := int32(-1)
+	var oldest time.Time
+	for _, id := range w.touched {
+		if part := p.parts[id]; part != nil && part.checkpoint >= 0 && now.Sub(part.checkpointed) >= p.cfg.CheckpointEvery &&
+			(due < 0 || part.checkpointed.Before(oldest)) {
+			due, oldest = id, part.checkpointed
+		}
+	}
 	for _, id := range w.touched {
 		part := p.parts[id]
 		if part == nil {
@@ -560,7 +571,7 @@ func (p *Processor) prepare(w *work, force bool) error {
 		part.an.Flush(&l.out)
 		// While replaying, the stored offset stays where it is.
 		pc := store.PartitionCommit{Partition: id, Next: max(part.next, part.expected)}
-		if force || part.checkpoint < 0 || now.Sub(part.checkpointed) >= p.cfg.CheckpointEvery {
+		if force || part.checkpoint < 0 || id == due {
 			// A fresh buffer each time: checkpoints are seconds apart
 			// and, for thousands of symbols, megabytes that are not
 			// worth holding on to in between.
