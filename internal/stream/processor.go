@@ -312,7 +312,7 @@ func (e *configError) Unwrap() error { return e.err }
 // computed; n+1's commit starts once n's has finished, so offsets still move
 // in order. Rebalances are blocked from each poll until the previous commit
 // is done, and a revoked partition is only released once the batch in flight
-// has committed (see revoke), so no partition changes owner with rows of it
+// has committed (see release), so no partition changes owner with rows of it
 // in hand.
 func (p *Processor) session(ctx context.Context) (err error) {
 	p.mu.Lock()
