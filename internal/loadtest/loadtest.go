@@ -278,8 +278,19 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 	rules := market.DefaultRules()
 	// Unpaced, event time runs ahead of the wall clock.
 	rules.MaxFuture = 24 * time.Hour
+	var (
+		latMu sync.Mutex
+		lats  []float64 // tick→commit, ms
+	)
 	proc, err := stream.New(stream.Config{Kafka: kcfg, Group: group, Topic: topic, Rules: rules,
-		Metrics: metrics, Logger: log, BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait}, store.NewSink(pool))
+		Metrics: metrics, Logger: log, BatchSize: cfg.BatchSize, BatchWait: cfg.BatchWait,
+		Latencies: func(ns []int64) {
+			latMu.Lock()
+			for _, d := range ns {
+				lats = append(lats, float64(d)/1e6)
+			}
+			latMu.Unlock()
+		}}, store.NewSink(pool))
 	if err != nil {
 		return err
 	}
@@ -423,7 +434,9 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 		v := pg1 - pg0
 		rep.PostgresCPUSeconds = &v
 	}
-	rep.TickToCommit = histogramLatency(metrics)
+	latMu.Lock()
+	rep.TickToCommit = exactLatency(lats)
+	latMu.Unlock()
 
 	// Let the last live events arrive.
 	time.Sleep(500 * time.Millisecond)
@@ -507,9 +520,16 @@ func (c *sseClient) read(ctx context.Context) error {
 func (c *sseClient) latency() Latency {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := slices.Clone(c.samples)
+	l := exactLatency(c.samples)
+	l.Reconnects = c.drops
+	return l
+}
+
+// exactLatency gives the nearest-rank percentiles of samples (ms).
+func exactLatency(samples []float64) Latency {
+	s := slices.Clone(samples)
 	slices.Sort(s)
-	l := Latency{Method: "exact", Samples: int64(len(s)), Reconnects: c.drops}
+	l := Latency{Method: "exact", Samples: int64(len(s))}
 	if len(s) == 0 {
 		return l
 	}
@@ -519,50 +539,5 @@ func (c *sseClient) latency() Latency {
 		return s[min(max(i, 0), len(s)-1)]
 	}
 	l.P50, l.P99, l.P999, l.Max = q(0.50), q(0.99), q(0.999), s[len(s)-1]
-	return l
-}
-
-// histogramLatency reads the end-to-end histogram's percentiles,
-// interpolating linearly within buckets.
-func histogramLatency(m *telemetry.Metrics) Latency {
-	l := Latency{Method: "bucket-interpolated"}
-	mfs, err := m.Registry().Gather()
-	if err != nil {
-		return l
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "stockpipe_end_to_end_seconds" || len(mf.GetMetric()) == 0 {
-			continue
-		}
-		h := mf.GetMetric()[0].GetHistogram()
-		total := float64(h.GetSampleCount())
-		l.Samples = int64(total)
-		if total == 0 {
-			return l
-		}
-		var bounds, cum []float64
-		for _, b := range h.GetBucket() {
-			bounds = append(bounds, b.GetUpperBound())
-			cum = append(cum, float64(b.GetCumulativeCount()))
-		}
-		q := func(p float64) float64 {
-			rank := p * total
-			lo, prev := 0.0, 0.0
-			for i, ub := range bounds {
-				if cum[i] >= rank {
-					if cum[i] == prev {
-						return ub * 1000
-					}
-					return (lo + (ub-lo)*(rank-prev)/(cum[i]-prev)) * 1000
-				}
-				lo, prev = ub, cum[i]
-			}
-			// Beyond the last bucket: report its bound, a floor.
-			l.AboveRange = true
-			return bounds[len(bounds)-1] * 1000
-		}
-		l.P50, l.P99, l.P999 = q(0.50), q(0.99), q(0.999)
-		return l
-	}
 	return l
 }

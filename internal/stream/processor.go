@@ -64,7 +64,11 @@ type Config struct {
 	AnomalyTopic string
 	// Metrics, if set, records batches, rejections and latencies.
 	Metrics *telemetry.Metrics
-	Logger  *slog.Logger // default discards
+	// Latencies, if set, is given each committed batch's tick-to-commit
+	// latencies in nanoseconds, sorted; the slice is reused afterwards.
+	// The metrics keep a histogram; this is for exact percentiles.
+	Latencies func(ns []int64)
+	Logger    *slog.Logger // default discards
 	// Now is the clock the future-ts rule is checked against; default time.Now.
 	Now func() time.Time
 }
@@ -188,6 +192,7 @@ type lane struct {
 	b   store.Batch
 	out analytics.Output
 	res store.CommitResult
+	at  time.Time // when the lane's transaction committed
 	err error
 }
 
@@ -691,7 +696,10 @@ func (p *Processor) commit(ctx context.Context, cl *kgo.Client, w *work) error {
 		if len(l.b.Offsets) == 0 {
 			continue
 		}
-		wg.Go(func() { l.res, l.err = p.commitLane(cctx, cl, l) })
+		wg.Go(func() {
+			l.res, l.err = p.commitLane(cctx, cl, l)
+			l.at = time.Now()
+		})
 	}
 	wg.Wait()
 	took := time.Since(start)
@@ -798,13 +806,12 @@ func (p *Processor) commitLane(ctx context.Context, cl *kgo.Client, l *lane) (st
 // the next batch's live update reports.
 func (p *Processor) observe(w *work, res store.CommitResult, took time.Duration) {
 	m := p.cfg.Metrics
-	now := time.Now()
 	p.lat = p.lat[:0]
 	var rejected, candles int
 	for i := range w.lanes {
 		l := &w.lanes[i]
 		for j := range l.b.Ticks {
-			d := now.Sub(l.b.Ticks[j].TS)
+			d := l.at.Sub(l.b.Ticks[j].TS)
 			p.lat = append(p.lat, int64(d))
 			m.EndToEndLatency(d)
 		}
@@ -823,6 +830,9 @@ func (p *Processor) observe(w *work, res store.CommitResult, took time.Duration)
 		slices.Sort(p.lat)
 		p.prevE2E[0] = float64(p.lat[len(p.lat)/2]) / 1e6
 		p.prevE2E[1] = float64(p.lat[(len(p.lat)*99)/100]) / 1e6
+		if p.cfg.Latencies != nil {
+			p.cfg.Latencies(p.lat)
+		}
 	}
 	// Replayed ticks are stored already; they are not duplicates sent
 	// twice.
