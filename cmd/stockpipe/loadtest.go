@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -32,10 +33,11 @@ func loadtestCommand() *command {
 	soak := c.fs.Duration("soak", 0, "instead: a soak of this length at --rate (default 20000), the processor in its own process, its memory and the lag sampled, then exactly-once checked")
 	killEvery := c.fs.Duration("kill-every", 0, "soak: SIGKILL the processor this often and restart it (0 = never)")
 	faults := c.fs.Float64("faults", 0, "soak: probability 0..0.5 that a record is a fault (duplicate, late, malformed, invalid…)")
+	memLimit := c.fs.String("processor-memory-limit", "", "soak: run the processor with this Go soft memory limit (GOMEMLIMIT, e.g. 128MiB)")
 	c.run = func(rc *runCtx) error {
 		if *soak != 0 {
 			return runSoak(rc, loadtest.SoakConfig{Duration: *soak, Rate: *rate, Symbols: *symbols, Faults: *faults,
-				KillEvery: *killEvery, DataDir: *dataDir, Logger: rc.log}, *asJSON)
+				KillEvery: *killEvery, DataDir: *dataDir, Logger: rc.log}, *memLimit, *asJSON)
 		}
 		switch {
 		case *count < 1:
@@ -87,9 +89,13 @@ func loadtestCommand() *command {
 	return c
 }
 
+// memLimitRE is the form GOMEMLIMIT takes; the runtime refuses to start
+// on anything else.
+var memLimitRE = regexp.MustCompile(`^[0-9]+(B|KiB|MiB|GiB|TiB)?$`)
+
 // runSoak runs loadtest --soak with this binary's process command as the
 // processor.
-func runSoak(rc *runCtx, cfg loadtest.SoakConfig, asJSON bool) error {
+func runSoak(rc *runCtx, cfg loadtest.SoakConfig, memLimit string, asJSON bool) error {
 	switch {
 	case cfg.Duration < time.Second:
 		return errors.New("--soak must be at least 1s")
@@ -99,6 +105,8 @@ func runSoak(rc *runCtx, cfg loadtest.SoakConfig, asJSON bool) error {
 		return errors.New("--faults must be between 0 and 0.5")
 	case cfg.KillEvery < 0:
 		return errors.New("--kill-every must not be negative")
+	case memLimit != "" && !memLimitRE.MatchString(memLimit):
+		return fmt.Errorf("--processor-memory-limit %q: give bytes with an optional unit, e.g. 128MiB or 1GiB", memLimit)
 	}
 	if cfg.Rate == 0 {
 		cfg.Rate = 20_000
@@ -110,8 +118,12 @@ func runSoak(rc *runCtx, cfg loadtest.SoakConfig, asJSON bool) error {
 	cfg.Processor = func(brokers []string, databaseURL string) *exec.Cmd {
 		// A static member: a killed processor's partitions come back as
 		// soon as its successor joins, as with "up".
-		return exec.Command(self, "process", "--brokers", strings.Join(brokers, ","), "--database-url", databaseURL,
+		cmd := exec.Command(self, "process", "--brokers", strings.Join(brokers, ","), "--database-url", databaseURL,
 			"--instance-id", "soak", "--log-level", "warn")
+		if memLimit != "" {
+			cmd.Env = append(os.Environ(), "GOMEMLIMIT="+memLimit)
+		}
+		return cmd
 	}
 	rep, err := loadtest.Soak(rc.ctx, cfg)
 	if err != nil {
