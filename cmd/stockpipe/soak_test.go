@@ -36,7 +36,10 @@ func TestShortSoakWithKills(t *testing.T) {
 		t.Errorf("stored %d, want %d", rep.Stored, rep.ExpectedStored)
 	}
 	if rep.Rejected != rep.ExpectedRejected || rep.ExpectedRejected == 0 {
-		t.Errorf("rejected %d, want %d", rep.Rejected, rep.ExpectedRejected)
+		t.Errorf("rejected (not late) %d, want %d", rep.Rejected, rep.ExpectedRejected)
+	}
+	if rep.Late < rep.ExpectedLateMin || rep.Late > rep.ExpectedLateMax || rep.ExpectedLateMin == 0 {
+		t.Errorf("rejected as late %d, want %d to %d", rep.Late, rep.ExpectedLateMin, rep.ExpectedLateMax)
 	}
 	if !rep.Passed || len(rep.Samples) == 0 {
 		t.Errorf("soak did not pass or took no samples: %+v", rep.Notes)

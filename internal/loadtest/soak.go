@@ -24,6 +24,7 @@ import (
 
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/market"
 	"github.com/stockpipe/stockpipe/internal/pgembed"
 )
 
@@ -71,8 +72,18 @@ type SoakReport struct {
 
 	Produced int64 `json:"produced"`
 	// Expected* are what the generator says must be stored and rejected.
-	ExpectedStored   int64            `json:"expected_stored"`
-	ExpectedRejected int64            `json:"expected_rejected"`
+	ExpectedStored int64 `json:"expected_stored"`
+	// ExpectedRejected counts the malformed and invalid records, each
+	// rejected once for its own reason.
+	ExpectedRejected int64 `json:"expected_rejected"`
+	// Late ticks are rejected once each; a resend of one is usually a
+	// duplicate, but if it comes after more than the dedupe window's
+	// 4,096 seqs of its symbol it is judged late again (it is). So late
+	// rejections lie between the late ticks sent and that plus the
+	// resends.
+	ExpectedLateMin  int64            `json:"expected_late_min"`
+	ExpectedLateMax  int64            `json:"expected_late_max"`
+	Late             int64            `json:"late"`
 	Stored           int64            `json:"stored"`
 	Rejected         int64            `json:"rejected"`
 	RejectedByReason map[string]int64 `json:"rejected_by_reason"`
@@ -273,7 +284,8 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakReport, error) {
 	rep.Produced = produced
 	st := sim.Stats()
 	rep.ExpectedStored = st.Valid - st.Late
-	rep.ExpectedRejected = st.Malformed + st.Invalid + st.Late
+	rep.ExpectedRejected = st.Malformed + st.Invalid
+	rep.ExpectedLateMin, rep.ExpectedLateMax = st.Late, st.Late+st.Duplicates
 
 	// Catch up: everything produced committed.
 	caught := time.Now()
@@ -316,7 +328,11 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakReport, error) {
 			return rep, err
 		}
 		rep.RejectedByReason[r] = n
-		rep.Rejected += n
+		if r == string(market.ReasonLate) {
+			rep.Late = n
+		} else {
+			rep.Rejected += n
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return rep, err
@@ -338,9 +354,11 @@ func (r *SoakReport) evaluate(cfg SoakConfig) {
 			steady = append(steady, s.RSSMB)
 		}
 	}
-	ok := r.Stored == r.ExpectedStored && r.Rejected == r.ExpectedRejected
+	ok := r.Stored == r.ExpectedStored && r.Rejected == r.ExpectedRejected &&
+		r.Late >= r.ExpectedLateMin && r.Late <= r.ExpectedLateMax
 	if !ok {
-		r.Notes = append(r.Notes, fmt.Sprintf("stored %d (want %d), rejected %d (want %d)", r.Stored, r.ExpectedStored, r.Rejected, r.ExpectedRejected))
+		r.Notes = append(r.Notes, fmt.Sprintf("stored %d (want %d), rejected %d (want %d), late %d (want %d to %d)",
+			r.Stored, r.ExpectedStored, r.Rejected, r.ExpectedRejected, r.Late, r.ExpectedLateMin, r.ExpectedLateMax))
 	}
 	if len(steady) > 0 {
 		r.SteadyFirst, r.SteadyLast = steady[0], steady[len(steady)-1]
@@ -389,7 +407,9 @@ func (r SoakReport) WriteTable(w io.Writer) error {
 		reasons = append(reasons, k+" "+strconv.FormatInt(v, 10))
 	}
 	slices.Sort(reasons)
-	p("  rejected\t%d (want %d): %s", r.Rejected, r.ExpectedRejected, strings.Join(reasons, ", "))
+	p("  rejected, not late\t%d (want %d)", r.Rejected, r.ExpectedRejected)
+	p("  rejected as late\t%d (want %d to %d: late ticks, and resends of them past the dedupe window)", r.Late, r.ExpectedLateMin, r.ExpectedLateMax)
+	p("  rejected by reason\t%s", strings.Join(reasons, ", "))
 	p("  catch-up after the end\t%.1f s", r.CatchUpSeconds)
 	p("processor")
 	p("  max lag\t%d records", r.MaxLag)
