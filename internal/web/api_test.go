@@ -85,6 +85,13 @@ func newFixture(t *testing.T) *fixture {
 	done := make(chan struct{})
 	go func() { _ = srv.Run(runCtx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
+	// LISTEN runs on its own connection, asynchronously: a commit before
+	// it would notify nobody, and a live test would wait in vain.
+	select {
+	case <-srv.Listening():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server did not start listening for updates within 30 s")
+	}
 	f.srv = httptest.NewServer(srv.Handler())
 	t.Cleanup(f.srv.Close)
 	return f
