@@ -108,9 +108,6 @@ func runSoak(rc *runCtx, cfg loadtest.SoakConfig, memLimit string, asJSON bool) 
 	case memLimit != "" && !memLimitRE.MatchString(memLimit):
 		return fmt.Errorf("--processor-memory-limit %q: give bytes with an optional unit, e.g. 128MiB or 1GiB", memLimit)
 	}
-	if cfg.Rate == 0 {
-		cfg.Rate = 20_000
-	}
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding this program to run the processor: %w", err)

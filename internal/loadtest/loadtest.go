@@ -95,6 +95,17 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// committedOffsets returns how many records of topic group has committed.
+func committedOffsets(ctx context.Context, pool *pgxpool.Pool, group, topic string) (int64, error) {
+	var n int64
+	err := pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE group_id = $1 AND topic = $2`,
+		group, topic).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("reading committed offsets: %w", err)
+	}
+	return n, nil
+}
+
 // symbols returns n symbols: the built-in universe first, then generated
 // tickers S0001, S0002, ….
 func symbols(n int) ([]generate.Symbol, error) {
@@ -131,31 +142,20 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 
 	dataDir := cfg.DataDir
 	if dataDir == "" && (cfg.DatabaseURL == "" || len(cfg.Kafka.Brokers) == 0) {
-		if dataDir, err = os.MkdirTemp("", "stockpipe-loadtest-"); err != nil {
+		var remove func()
+		if dataDir, remove, err = tempDataDir("stockpipe-loadtest-"); err != nil {
 			return rep, err
 		}
-		defer os.RemoveAll(dataDir)
-		// Run as root, the server runs as an unprivileged user, which
-		// must be able to enter the private temporary directory.
-		if err := os.Chmod(dataDir, 0o711); err != nil {
-			return rep, err
-		}
+		defer remove()
 	}
 
 	dbURL := cfg.DatabaseURL
 	if dbURL == "" {
-		pg, err := pgembed.Start(ctx, pgembed.Config{Dir: filepath.Join(dataDir, "postgres"), Logger: log})
-		if err != nil {
+		var stop func()
+		if dbURL, stop, err = startPostgres(ctx, dataDir, log); err != nil {
 			return rep, err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if err := pg.Stop(sctx); err != nil {
-				log.Error("stopping PostgreSQL", "err", err)
-			}
-		}()
-		dbURL = pg.URL()
+		defer stop()
 		rep.Machine.Database = "embedded"
 	} else {
 		rep.Machine.Database = "external"
@@ -210,6 +210,38 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	rep.evaluate()
 	return rep, nil
+}
+
+// tempDataDir makes a temporary data directory and returns it with the
+// function that removes it.
+func tempDataDir(prefix string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	// Run as root, the server runs as an unprivileged user, which must be
+	// able to enter the private temporary directory.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}
+
+// startPostgres starts the embedded PostgreSQL under dataDir and returns its
+// URL with the function that stops it.
+func startPostgres(ctx context.Context, dataDir string, log *slog.Logger) (string, func(), error) {
+	pg, err := pgembed.Start(ctx, pgembed.Config{Dir: filepath.Join(dataDir, "postgres"), Logger: log})
+	if err != nil {
+		return "", nil, err
+	}
+	return pg.URL(), func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := pg.Stop(sctx); err != nil {
+			log.Error("stopping PostgreSQL", "err", err)
+		}
+	}, nil
 }
 
 func openDB(ctx context.Context, url string, log *slog.Logger) (*pgxpool.Pool, error) {
@@ -302,7 +334,7 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	hs := srv.HTTPServer()
 
 	pctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -415,9 +447,8 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 		}
 	}
 	cpu1, pg1 := cpuTimes(), postgresCPU(ctx, pool)
-	var committed int64
-	if err := pool.QueryRow(ctx, "SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
-		group, topic).Scan(&committed); err != nil {
+	committed, err := committedOffsets(ctx, pool, group, topic)
+	if err != nil {
 		return err
 	}
 	if committed != n {

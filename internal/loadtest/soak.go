@@ -18,15 +18,17 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/market"
-	"github.com/stockpipe/stockpipe/internal/pgembed"
 )
+
+// soakGroup is the consumer group of the processor a soak runs: the process
+// command's default.
+const soakGroup = "stockpipe"
 
 // SoakConfig configures a soak: a long paced run with the processor in a
 // process of its own, so that its memory can be watched and it can be
@@ -43,7 +45,8 @@ type SoakConfig struct {
 	// read, default 5 s.
 	SampleEvery time.Duration
 	// Processor returns the command that runs a processor against the
-	// given broker and database (the stockpipe binary's process command).
+	// given broker and database (the stockpipe binary's process command),
+	// in the consumer group "stockpipe".
 	Processor func(brokers []string, databaseURL string) *exec.Cmd
 	// DataDir holds the embedded broker and PostgreSQL; empty means a
 	// temporary directory removed afterwards.
@@ -164,23 +167,17 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakReport, error) {
 	}
 	dataDir := cfg.DataDir
 	if dataDir == "" {
-		if dataDir, err = os.MkdirTemp("", "stockpipe-soak-"); err != nil {
+		var remove func()
+		if dataDir, remove, err = tempDataDir("stockpipe-soak-"); err != nil {
 			return rep, err
 		}
-		defer os.RemoveAll(dataDir)
-		if err := os.Chmod(dataDir, 0o711); err != nil {
-			return rep, err
-		}
+		defer remove()
 	}
-	pg, err := pgembed.Start(ctx, pgembed.Config{Dir: filepath.Join(dataDir, "postgres"), Logger: log})
+	dbURL, stopPG, err := startPostgres(ctx, dataDir, log)
 	if err != nil {
 		return rep, err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		_ = pg.Stop(sctx)
-	}()
+	defer stopPG()
 	b, err := kafka.StartBroker("127.0.0.1:0", filepath.Join(dataDir, "kafka"))
 	if err != nil {
 		return rep, err
@@ -195,7 +192,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakReport, error) {
 	if err := kafka.EnsureTopics(ctx, cl, log, kafka.Topics(6)); err != nil {
 		return rep, err
 	}
-	pool, err := openDB(ctx, pg.URL(), log)
+	pool, err := openDB(ctx, dbURL, log)
 	if err != nil {
 		return rep, err
 	}
@@ -204,7 +201,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakReport, error) {
 		return rep, err
 	}
 
-	proc := &child{cmd: func() *exec.Cmd { return cfg.Processor(kcfg.Brokers, pg.URL()) }, log: log}
+	proc := &child{cmd: func() *exec.Cmd { return cfg.Processor(kcfg.Brokers, dbURL) }, log: log}
 	if err := proc.start(); err != nil {
 		return rep, err
 	}
@@ -236,7 +233,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakReport, error) {
 	}()
 
 	sample := func() error {
-		c, err := committed(ctx, pool)
+		c, err := committedOffsets(ctx, pool, soakGroup, kafka.TopicTicks)
 		if err != nil {
 			return err
 		}
@@ -291,7 +288,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakReport, error) {
 	caught := time.Now()
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		c, err := committed(ctx, pool)
+		c, err := committedOffsets(ctx, pool, soakGroup, kafka.TopicTicks)
 		if err != nil {
 			return rep, err
 		}
@@ -492,15 +489,6 @@ func (p *child) rssMB() float64 {
 		}
 	}
 	return 0
-}
-
-func committed(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
-	var n int64
-	err := pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0)::bigint FROM consumer_offsets WHERE topic = $1`, kafka.TopicTicks).Scan(&n)
-	if err != nil {
-		return 0, fmt.Errorf("reading committed offsets: %w", err)
-	}
-	return n, nil
 }
 
 func endOffsets(ctx context.Context, cl *kgo.Client) (int64, error) {

@@ -683,9 +683,7 @@ func (p *Processor) commit(ctx context.Context, cl *kgo.Client, w *work) error {
 	defer cancel()
 
 	if len(w.dlq) > 0 {
-		if err := retry(cctx, p.log, "producing dead letters", func() error {
-			return cl.ProduceSync(cctx, w.dlq...).FirstErr()
-		}); err != nil {
+		if err := produce(cctx, cl, p.log, w.dlq); err != nil {
 			return err
 		}
 	}
@@ -794,9 +792,7 @@ func (p *Processor) commitLane(ctx context.Context, cl *kgo.Client, l *lane) (st
 		}
 		l.b.Ticks = keep
 		p.log.Warn("PostgreSQL refused ticks; sent them to the dead-letter path", "count", len(bad), "first", bad[0].Err)
-		if err := retry(ctx, p.log, "producing dead letters", func() error {
-			return cl.ProduceSync(ctx, dlq...).FirstErr()
-		}); err != nil {
+		if err := produce(ctx, cl, p.log, dlq); err != nil {
 			return res, err
 		}
 	}
@@ -848,6 +844,14 @@ func (p *Processor) observe(w *work, res store.CommitResult, took time.Duration)
 	p.anomalies.Add(res.Anomalies)
 	p.candles.Add(int64(candles))
 	p.batches.Add(1)
+}
+
+// produce sends dead letters (and anomalies) and waits for the broker to
+// take them, retrying while it is away.
+func produce(ctx context.Context, cl *kgo.Client, log *slog.Logger, recs []*kgo.Record) error {
+	return retry(ctx, log, "producing dead letters", func() error {
+		return cl.ProduceSync(ctx, recs...).FirstErr()
+	})
 }
 
 // retry runs fn until it succeeds, ctx ends, or it fails with ErrFenced or
