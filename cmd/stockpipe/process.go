@@ -36,7 +36,7 @@ func (p *processFlags) register(c *command) {
 	c.fs.DurationVar(&p.session, "session-timeout", 10*time.Second, "how long the group waits for a silent processor before moving its partitions")
 	c.fs.StringVar(&p.instance, "instance-id", "", "static group membership: a processor restarted with the same ID gets its partitions back at once (IDs must be unique among live processors)")
 	c.fs.DurationVar(&p.lateness, "lateness", 2*time.Second, "how far behind a symbol's newest event time a tick may arrive; later ticks are rejected as late")
-	c.fs.DurationVar(&p.idle, "idle-timeout", 10*time.Second, "finalise the candles of a symbol silent this long (event time) while its partition ticks on")
+	c.fs.DurationVar(&p.idle, "idle-timeout", 10*time.Second, "seal (mark final) the candles of a symbol silent this long while the other symbols of its partition tick on; a later on-time tick still amends them")
 	c.fs.DurationVar(&p.ckpt, "checkpoint-every", 10*time.Second, "how often each partition's analytics state is saved; a restart replays the records since (stored already, nothing twice)")
 	c.fs.DurationVar(&p.maxFuture, "max-future", time.Minute, "reject ticks whose ts is further ahead of this machine's clock")
 }

@@ -7,6 +7,29 @@
 // partition, never on the wall clock or on how ticks were batched, so a run
 // that is interrupted and resumed from a snapshot (AppendBinary, Decode)
 // produces exactly what an uninterrupted run does.
+//
+// # Time, per symbol
+//
+// A tick is late only relative to its own symbol: each symbol has its own
+// watermark, its newest event time minus the lateness, and nothing another
+// symbol sends moves it. So a symbol whose clock runs ahead, one replaying
+// old history, one that bursts or falls silent, cannot make another
+// symbol's ticks late, open a seq gap in it, or change its candles,
+// indicators or anomalies — with one exception, stale, which by its nature
+// compares a symbol with the rest of its partition.
+//
+// A symbol that falls silent would keep its last candles open for ever, so
+// the partition keeps an activity clock: it moves by the steps each symbol
+// takes on its own clock (the time from a symbol's newest tick to its next
+// newer one), so clocks that are offset from each other do not matter, and
+// a step longer than the idle timeout — a gap in the whole feed, a restart,
+// a replay jumping from one bar to the next — does not move it at all. A
+// symbol's silence is how far that clock has moved since the symbol's
+// clock last did. Once a symbol has been silent for the idle timeout its
+// candles that would have ended by then, had its own clock kept pace, are
+// sealed: stored as final, but still amended by an on-time tick of the
+// symbol if one comes (candle.Window.Seal). After StaleAfter of silence it
+// is reported stale, once per silence.
 package analytics
 
 import (
@@ -37,9 +60,10 @@ type Config struct {
 	// Lateness is how far behind a symbol's newest event time a tick may be
 	// and still count; later ones are rejected as late. Default 2 s.
 	Lateness time.Duration
-	// IdleTimeout finalises the candles of a symbol that has not ticked for
-	// this long while others in its partition have (event time). Default
-	// 10 s.
+	// IdleTimeout seals the candles of a symbol that has been silent for
+	// this long on its partition's activity clock (see the package
+	// documentation), and is the longest step of a symbol's own clock that
+	// counts as activity. Default 10 s.
 	IdleTimeout time.Duration
 	// Anomaly configures the detectors; zero means anomaly.DefaultConfig().
 	Anomaly anomaly.Config
@@ -103,13 +127,16 @@ func (o *Output) Reset() {
 
 // Partition is the state of the symbols of one Kafka partition.
 type Partition struct {
-	cfg     Config
-	syms    map[string]*symbol
-	order   []*symbol // by name, for deterministic snapshots and idle scans
-	maxTS   time.Time // newest event time in the partition
-	nextIdl time.Time // event time of the next idle scan
-	dirty   []*symbol // symbols whose forming candles changed since Flush
-	forming []candle.Candle
+	cfg   Config
+	syms  map[string]*symbol
+	order []*symbol // by name, for deterministic snapshots and idle scans
+	// clock is the partition's activity clock (see the package
+	// documentation): how much event time its symbols have moved through,
+	// counted by each symbol's own steps. It starts at 0.
+	clock    time.Duration
+	nextScan time.Duration // clock reading of the next idle scan
+	dirty    []*symbol     // symbols whose open candles changed since Flush
+	forming  []candle.Candle
 }
 
 // New returns an empty Partition.
@@ -124,7 +151,7 @@ func New(cfg Config) (*Partition, error) {
 func (p *Partition) Symbols() int { return len(p.order) }
 
 // Watermark returns a symbol's current watermark, for messages about late
-// ticks.
+// ticks: its own newest event time minus the lateness.
 func (p *Partition) Watermark(sym string) time.Time {
 	if s := p.syms[sym]; s != nil {
 		return s.wm.Time()
@@ -165,10 +192,7 @@ func (p *Partition) Apply(t *market.Tick, out *Output) Verdict {
 		return Duplicate
 	}
 	s.seen.add(t.Seq)
-	s.wm.Observe(t.TS)
-	if t.TS.After(s.lastTS) {
-		s.lastTS = t.TS
-	}
+	p.step(s, t.TS)
 	if !t.TS.Before(s.sessionEnd) {
 		s.vwap.Reset()
 		s.sessionEnd = sessionEnd(t.TS)
@@ -183,31 +207,53 @@ func (p *Partition) Apply(t *market.Tick, out *Output) Verdict {
 		}
 	}
 	p.advance(s, out)
-	if !s.dirty {
-		s.dirty = true
-		p.dirty = append(p.dirty, s)
-	}
+	p.touch(s)
 
 	var ctx anomaly.Context
-	if forming1m != nil && !forming1m.Final {
+	if forming1m != nil {
 		if v := s.ind[0].Peek(forming1m.Close); v.Has&indicator.HasBB != 0 {
 			ctx.BBUpper, ctx.BBLower, ctx.HasBands = v.BBUpper, v.BBLower, true
 		}
 	}
 	ctx.SessionVWAP, ctx.HasVWAP = s.vwap.Value()
 	out.Anomalies = s.det.Observe(out.Anomalies, t, ctx)
+	out.Anomalies = s.det.Gaps(out.Anomalies, s.name, s.wm.Time())
 
-	if t.TS.After(p.maxTS) {
-		p.maxTS = t.TS
-		if !p.maxTS.Before(p.nextIdl) {
-			p.idle(out)
-			p.nextIdl = p.maxTS.Truncate(time.Second).Add(time.Second)
-		}
+	if p.clock >= p.nextScan {
+		p.idle(out)
+		p.nextScan = p.clock.Truncate(time.Second) + time.Second
 	}
 	return Accepted
 }
 
-// advance finalises the symbol's candles the watermark has passed.
+// step moves the symbol's own clock to ts, if that is newer, and the
+// partition's activity clock by the step, if the step is short enough to
+// be activity rather than a gap (see the package documentation).
+func (p *Partition) step(s *symbol, ts time.Time) {
+	prev, seen := s.wm.Max()
+	s.wm.Observe(ts)
+	if !seen {
+		s.at = p.clock
+		return
+	}
+	if !ts.After(prev) {
+		return
+	}
+	if d := ts.Sub(prev); d <= p.cfg.IdleTimeout {
+		p.clock = max(p.clock, s.at+d)
+	}
+	s.at = p.clock
+}
+
+// touch marks the symbol's open candles for the next Flush.
+func (p *Partition) touch(s *symbol) {
+	if !s.dirty {
+		s.dirty = true
+		p.dirty = append(p.dirty, s)
+	}
+}
+
+// advance finalises the symbol's candles its watermark has passed.
 func (p *Partition) advance(s *symbol, out *Output) {
 	wm := s.wm.Time()
 	for i := range s.win {
@@ -218,26 +264,29 @@ func (p *Partition) advance(s *symbol, out *Output) {
 	}
 }
 
-// idle moves the watermark of symbols that have gone quiet while their
-// partition kept ticking, so their last candles become final, and lets the
-// detectors report stale symbols and unfilled seq gaps.
+// idle seals the candles of symbols that have gone quiet while their
+// partition kept ticking, and lets the detectors report stale symbols.
 func (p *Partition) idle(out *Output) {
-	limit := p.maxTS.Add(-p.cfg.IdleTimeout)
 	for _, s := range p.order {
-		if s.lastTS.Before(limit) && s.wm.Time().Before(limit) {
-			s.wm.AdvanceTo(limit)
-			p.advance(s, out)
-			if !s.dirty {
-				s.dirty = true
-				p.dirty = append(p.dirty, s)
+		silence := p.clock - s.at
+		if silence >= p.cfg.IdleTimeout {
+			// Seal what would have ended by now had the symbol's own
+			// clock kept pace with the partition's.
+			last, _ := s.wm.Max()
+			until := last.Add(silence - p.cfg.IdleTimeout)
+			for i := range s.win {
+				if s.win[i].Seal(until) > 0 {
+					p.touch(s)
+				}
 			}
 		}
-		out.Anomalies = s.det.Idle(out.Anomalies, s.name, s.wm.Time())
+		out.Anomalies = s.det.Stale(out.Anomalies, s.name, silence)
 	}
 }
 
-// Flush appends the current state of every forming candle that changed
-// since the last Flush, with indicators as if its close were the next close.
+// Flush appends the current state of every open candle that changed since
+// the last Flush, sealed ones with Final set, with indicators as if its
+// close were the next close.
 func (p *Partition) Flush(out *Output) {
 	for _, s := range p.dirty {
 		s.dirty = false
@@ -274,10 +323,12 @@ func sessionEnd(ts time.Time) time.Time {
 
 // symbol is one symbol's state.
 type symbol struct {
-	name       string
-	seen       seenWindow
-	wm         candle.Watermark
-	lastTS     time.Time
+	name string
+	seen seenWindow
+	wm   candle.Watermark // the symbol's own clock: its newest tick and watermark
+	// at is the partition's activity clock when the symbol's own clock
+	// last moved (or when it first ticked).
+	at         time.Duration
 	win        [len(Intervals)]candle.Window
 	ind        [len(Intervals)]indicator.Set
 	vwap       indicator.VWAP

@@ -1,12 +1,15 @@
 package analytics_test
 
 import (
+	"bytes"
 	"errors"
+	"os"
 	"reflect"
 	"testing"
 	"time"
 
 	"github.com/stockpipe/stockpipe/internal/analytics"
+	"github.com/stockpipe/stockpipe/internal/anomaly"
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/market"
 )
@@ -69,12 +72,14 @@ func TestCandlesFinaliseAndFlush(t *testing.T) {
 	if len(out.Candles) != 1 || !out.Candles[0].Final || out.Candles[0].Close != 101 || !out.Candles[0].Bucket.Equal(t0) {
 		t.Fatalf("after the watermark passed 14:31: %+v", out.Candles)
 	}
-	// The idle timeout finalises a quiet symbol's candle as others tick on.
+	// The idle timeout seals a quiet symbol's candle as others tick on;
+	// the next Flush reports it final.
 	out.Reset()
 	for i := range 75 { // to 14:32:17, past 14:32 plus the idle timeout
 		tk := tick("MSFT", int64(i+1), 62*time.Second+time.Duration(i)*time.Second, 400)
 		p.Apply(&tk, &out)
 	}
+	p.Flush(&out)
 	final := 0
 	for _, c := range out.Candles {
 		if c.Symbol == "AAPL" && c.Interval == "1m" && c.Final && c.Bucket.Equal(t0.Add(time.Minute)) {
@@ -82,7 +87,27 @@ func TestCandlesFinaliseAndFlush(t *testing.T) {
 		}
 	}
 	if final != 1 {
-		t.Fatalf("AAPL's 14:31 candle was not finalised by the idle timeout: %+v", out.Candles)
+		t.Fatalf("AAPL's 14:31 candle was not sealed by the idle timeout: %+v", out.Candles)
+	}
+	// A tick of AAPL on time by its own clock still lands in the sealed
+	// candle, which stays final and is re-emitted with the tick in it.
+	out.Reset()
+	tk = tick("AAPL", 6, 61*time.Second, 104)
+	if v := p.Apply(&tk, &out); v != analytics.Accepted {
+		t.Fatalf("an on-time tick after the seal: verdict %d, want accepted", v)
+	}
+	p.Flush(&out)
+	amended := 0
+	for _, c := range out.Candles {
+		if c.Symbol == "AAPL" && c.Interval == "1m" && c.Bucket.Equal(t0.Add(time.Minute)) {
+			if !c.Final || c.Trades != 2 || c.High != 104 || c.Open != 104 || c.Close != 103 {
+				t.Fatalf("amended candle = %+v", c)
+			}
+			amended++
+		}
+	}
+	if amended != 1 {
+		t.Fatalf("the amended candle was reported %d times: %+v", amended, out.Candles)
 	}
 }
 
@@ -175,4 +200,65 @@ func FuzzRestore(f *testing.F) {
 		tk := tick("AAPL", 2, time.Second, 100)
 		q.Apply(&tk, &out)
 	})
+}
+
+// TestRestoresVersion1Checkpoint resumes from a checkpoint the previous
+// layout wrote (testdata, made by the build before the activity clock): an
+// upgraded processor continues its predecessor's partitions, with the same
+// candles and anomalies as a run of the new build from the start.
+func TestRestoresVersion1Checkpoint(t *testing.T) {
+	raw, err := os.ReadFile("testdata/v1-ticks.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := os.ReadFile("testdata/v1-state-at-450.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap) < 2 || snap[1] != 1 {
+		t.Fatal("the fixture is not a version 1 snapshot")
+	}
+	dec := market.NewDecoder()
+	var ticks []market.Tick
+	for i, line := range bytes.Split(bytes.TrimSpace(raw), []byte("\n")) {
+		var tk market.Tick
+		if err := dec.Decode(line, &tk); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
+		}
+		ticks = append(ticks, tk)
+	}
+	last := func(p *analytics.Partition, ticks []market.Tick) (map[string]analytics.CandleRow, []anomaly.Anomaly) {
+		var out analytics.Output
+		for i := range ticks {
+			p.Apply(&ticks[i], &out)
+		}
+		p.Flush(&out)
+		rows := map[string]analytics.CandleRow{}
+		for _, c := range out.Candles {
+			rows[c.Symbol+c.Interval+c.Bucket.String()] = c
+		}
+		return rows, out.Anomalies
+	}
+	fresh, _ := analytics.New(analytics.Config{})
+	var out analytics.Output
+	for i := range ticks[:450] {
+		fresh.Apply(&ticks[i], &out)
+	}
+	fresh.Flush(&out)
+	wantRows, wantAnoms := last(fresh, ticks[450:])
+
+	resumed, _ := analytics.New(analytics.Config{})
+	if err := resumed.Restore(snap); err != nil {
+		t.Fatalf("restoring a version 1 checkpoint: %v", err)
+	}
+	if resumed.Symbols() != 3 {
+		t.Fatalf("restored %d symbols, want 3", resumed.Symbols())
+	}
+	gotRows, gotAnoms := last(resumed, ticks[450:])
+	if len(gotRows) == 0 || !reflect.DeepEqual(gotRows, wantRows) {
+		t.Fatalf("candles after resuming from version 1 differ (%d rows, want %d)", len(gotRows), len(wantRows))
+	}
+	if !reflect.DeepEqual(gotAnoms, wantAnoms) {
+		t.Fatalf("anomalies after resuming from version 1 differ: %+v, want %+v", gotAnoms, wantAnoms)
+	}
 }

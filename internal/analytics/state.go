@@ -11,9 +11,11 @@ import (
 	"github.com/stockpipe/stockpipe/internal/market"
 )
 
-// stateVersion is bumped when the snapshot layout changes; an older
-// snapshot is refused rather than misread.
-const stateVersion = 1
+// stateVersion is bumped when the snapshot layout changes. Version 1 (which
+// kept the partition's newest event time instead of its activity clock) is
+// still read, so that an upgraded processor resumes from its predecessor's
+// checkpoint; any other is refused rather than misread.
+const stateVersion = 2
 
 // ErrCorrupt is wrapped by Decode for a snapshot it cannot read.
 var ErrCorrupt = errors.New("analytics: corrupt state snapshot")
@@ -21,8 +23,8 @@ var ErrCorrupt = errors.New("analytics: corrupt state snapshot")
 // AppendBinary appends a snapshot of the partition's state to dst.
 func (p *Partition) AppendBinary(dst []byte) ([]byte, error) {
 	dst = append(dst, 'A', stateVersion)
-	dst = appendTime(dst, p.maxTS)
-	dst = appendTime(dst, p.nextIdl)
+	dst = binary.AppendVarint(dst, int64(p.clock))
+	dst = binary.AppendVarint(dst, int64(p.nextScan))
 	dst = binary.AppendUvarint(dst, uint64(len(p.order)))
 	var err error
 	for _, s := range p.order {
@@ -32,7 +34,7 @@ func (p *Partition) AppendBinary(dst []byte) ([]byte, error) {
 		for _, w := range s.seen.bits {
 			dst = binary.LittleEndian.AppendUint64(dst, w)
 		}
-		dst = appendTime(dst, s.lastTS)
+		dst = binary.AppendVarint(dst, int64(s.at))
 		dst = appendTime(dst, s.sessionEnd)
 		if dst, err = s.wm.AppendBinary(dst); err != nil {
 			return nil, err
@@ -58,31 +60,41 @@ func (p *Partition) AppendBinary(dst []byte) ([]byte, error) {
 // Restore replaces the partition's state with a snapshot made by
 // AppendBinary. On error the partition is left empty.
 func (p *Partition) Restore(b []byte) error {
-	p.syms = make(map[string]*symbol)
-	p.order, p.dirty = nil, nil
-	p.maxTS, p.nextIdl = time.Time{}, time.Time{}
+	p.reset()
 	if len(b) == 0 {
 		return nil
 	}
 	err := p.decode(b)
 	if err != nil {
-		p.syms = make(map[string]*symbol)
-		p.order = nil
-		p.maxTS, p.nextIdl = time.Time{}, time.Time{}
+		p.reset()
 	}
 	return err
+}
+
+func (p *Partition) reset() {
+	p.syms = make(map[string]*symbol)
+	p.order, p.dirty = nil, nil
+	p.clock, p.nextScan = 0, 0
 }
 
 func (p *Partition) decode(b []byte) error {
 	if len(b) < 2 || b[0] != 'A' {
 		return fmt.Errorf("%w: bad header", ErrCorrupt)
 	}
-	if b[1] != stateVersion {
-		return fmt.Errorf("%w: version %d, this build reads %d", ErrCorrupt, b[1], stateVersion)
+	version := b[1]
+	if version != 1 && version != stateVersion {
+		return fmt.Errorf("%w: version %d, this build reads 1 to %d", ErrCorrupt, version, stateVersion)
 	}
 	r := reader{b: b[2:]}
-	p.maxTS = r.time()
-	p.nextIdl = r.time()
+	if version == 1 {
+		// The newest event time and next idle scan of version 1 have no
+		// counterpart: the activity clock starts again from 0.
+		r.time()
+		r.time()
+	} else {
+		p.clock = time.Duration(r.varint())
+		p.nextScan = time.Duration(r.varint())
+	}
 	n := r.uvarint()
 	if r.err != nil || n > uint64(len(r.b)) {
 		return fmt.Errorf("%w: bad symbol count", ErrCorrupt)
@@ -98,7 +110,11 @@ func (p *Partition) decode(b []byte) error {
 		for i := range s.seen.bits {
 			s.seen.bits[i] = r.u64()
 		}
-		s.lastTS = r.time()
+		if version == 1 {
+			r.time() // the symbol's newest tick, which its watermark also holds
+		} else {
+			s.at = time.Duration(r.varint())
+		}
 		s.sessionEnd = r.time()
 		if r.err != nil {
 			return fmt.Errorf("%w: symbol %s: %v", ErrCorrupt, name, r.err)

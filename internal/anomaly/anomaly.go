@@ -67,9 +67,10 @@ func (s Severity) Valid() bool {
 //     of the band, signed, so ±1 is on a band.
 //   - vwap_deviation: price/VWAP − 1 in basis points, signed.
 //   - seq_gap: how many seqs are missing; the threshold is 1.
-//   - stale: seconds since the symbol's last tick, as of the watermark.
+//   - stale: how long the symbol had been silent, in seconds, as the caller
+//     measured it (see Stale).
 type Anomaly struct {
-	Symbol string // as on the tick, or as passed to Idle
+	Symbol string // as on the tick, or as passed to Gaps or Stale
 	// TS is the event time of the tick that triggered the anomaly. For
 	// seq_gap it is that of the tick right after the gap, or the
 	// microsecond after the symbol's previous seq_gap if it would repeat or
@@ -146,7 +147,8 @@ func micros(ns int64) int64 {
 }
 
 // Detector watches one symbol. Feed it every accepted tick of the symbol with
-// Observe and tell it about event time passing with Idle. It allocates
+// Observe, tell it where the symbol's watermark stands with Gaps and how
+// long it has been silent with Stale. It allocates
 // nothing per tick unless it reports an anomaly (the Detail string).
 //
 // The zero Detector uses DefaultConfig. A Detector is not safe for
@@ -225,7 +227,7 @@ func (d *Detector) ready() {
 // order: it only fills a pending seq gap. Its price, size and quote are older
 // than what the detector has already judged, and judging them now would
 // compare the past with the present. A tick that jumps ahead in seq opens a
-// gap, which Idle reports if it stays unfilled; Observe itself reports one
+// gap, which Gaps reports if it stays unfilled; Observe itself reports one
 // only when more than Config.GapMaxPending are pending (see there).
 func (d *Detector) Observe(dst []Anomaly, t *market.Tick, c Context) []Anomaly {
 	d.ready()
@@ -464,21 +466,18 @@ func grade(ratio, medium, high float64) Severity {
 	return SeverityLow
 }
 
-// Idle tells the detector that the caller's event-time watermark for the
-// symbol has reached watermark (typically because other symbols have
-// progressed), and appends what that reveals:
+// Gaps tells the detector that the symbol's own watermark has reached
+// watermark, and appends a seq_gap, once per gap, for every gap whose
+// following tick is older than the watermark and whose seqs have not all
+// arrived: a tick that could still fill it would now be late. The caller
+// passes the symbol's own watermark, never a time other symbols decide, so
+// that which gaps are reported depends on this symbol's ticks alone; it
+// calls Gaps after each tick that moved that watermark.
 //
-//   - seq_gap, once per gap, for every gap whose following tick is older
-//     than the watermark and whose seqs have not all arrived: a tick that
-//     could still fill it would now be late.
-//   - stale, once per silence, when the symbol's latest tick is at least
-//     Config.StaleAfter older than the watermark.
-//
-// symbol labels the anomalies. Idle before the first tick reports nothing,
-// since there is nothing to be stale relative to.
-func (d *Detector) Idle(dst []Anomaly, symbol string, watermark time.Time) []Anomaly {
+// symbol labels the anomalies.
+func (d *Detector) Gaps(dst []Anomaly, symbol string, watermark time.Time) []Anomaly {
 	d.ready()
-	if !d.seen {
+	if len(d.gaps) == 0 {
 		return dst
 	}
 	wm := watermark.UnixNano()
@@ -493,27 +492,41 @@ func (d *Detector) Idle(dst []Anomaly, symbol string, watermark time.Time) []Ano
 	}
 	clear(d.gaps[n:])
 	d.gaps = d.gaps[:n]
-
-	after := int64(d.cfg.StaleAfter)
-	if !d.staleDone && float64(wm)-float64(d.lastNs) >= float64(after) {
-		d.staleDone = true
-		ts := d.lastNs + after
-		if ts < d.lastNs { // saturate rather than wrap at the end of time
-			ts = math.MaxInt64
-		}
-		if !d.staleFired || micros(ts) > micros(d.staleNs) {
-			d.staleFired, d.staleNs = true, ts
-			silence := float64(wm) - float64(d.lastNs)
-			dst = append(dst, Anomaly{
-				Symbol:    symbol,
-				TS:        time.Unix(0, ts).UTC(),
-				Kind:      KindStale,
-				Severity:  d.cfg.StaleSeverity,
-				Value:     silence / 1e9,
-				Threshold: d.cfg.StaleAfter.Seconds(),
-				Detail:    staleDetail(symbol, silence, time.Unix(0, d.lastNs).UTC()),
-			})
-		}
-	}
 	return dst
+}
+
+// Stale tells the detector that its symbol has been silent for silence, as
+// the caller measures it (the analytics package: by how far the other
+// symbols of the partition have moved on since this one last ticked), and
+// appends a stale alert, once per silence, when silence is at least
+// Config.StaleAfter. The alert's TS is the symbol's latest tick's time plus
+// Config.StaleAfter, in the symbol's own event time; its Value is silence
+// in seconds.
+//
+// symbol labels the anomaly. Stale before the first tick reports nothing,
+// since there is nothing to be stale relative to.
+func (d *Detector) Stale(dst []Anomaly, symbol string, silence time.Duration) []Anomaly {
+	d.ready()
+	if !d.seen || d.staleDone || silence < d.cfg.StaleAfter {
+		return dst
+	}
+	d.staleDone = true
+	after := int64(d.cfg.StaleAfter)
+	ts := d.lastNs + after
+	if ts < d.lastNs { // saturate rather than wrap at the end of time
+		ts = math.MaxInt64
+	}
+	if d.staleFired && micros(ts) <= micros(d.staleNs) {
+		return dst
+	}
+	d.staleFired, d.staleNs = true, ts
+	return append(dst, Anomaly{
+		Symbol:    symbol,
+		TS:        time.Unix(0, ts).UTC(),
+		Kind:      KindStale,
+		Severity:  d.cfg.StaleSeverity,
+		Value:     silence.Seconds(),
+		Threshold: d.cfg.StaleAfter.Seconds(),
+		Detail:    staleDetail(symbol, float64(silence), time.Unix(0, d.lastNs).UTC()),
+	})
 }

@@ -242,7 +242,7 @@ func TestCalmWalkIsQuiet(t *testing.T) {
 			tk := w.next()
 			c := Context{SessionVWAP: w.mid, HasVWAP: true}
 			out = d.Observe(out, &tk, c)
-			out = d.Idle(out, "CALM", tk.TS.Add(-time.Second))
+			out = d.idle(out, "CALM", tk.TS.Add(-time.Second))
 		}
 		if len(out) != 0 {
 			t.Errorf("seed %d: a calm walk of %d ticks raised %d anomalies, first %+v", seed, n, len(out), out[0])
@@ -461,7 +461,7 @@ func TestSeqGap(t *testing.T) {
 			var out []Anomaly
 			for _, s := range tc.steps {
 				if s.idle > 0 {
-					out = d.Idle(out, "XOM", t0.Add(time.Duration(s.idle)*time.Millisecond))
+					out = d.idle(out, "XOM", t0.Add(time.Duration(s.idle)*time.Millisecond))
 					continue
 				}
 				tk := market.Tick{Symbol: "XOM", TS: t0.Add(time.Duration(s.ms) * time.Millisecond), Seq: s.seq, Price: 118, Size: 100, Bid: 117.99, Ask: 118.01}
@@ -505,7 +505,7 @@ func TestSeqGapBound(t *testing.T) {
 	// A huge gap counts without overflowing.
 	tk := market.Tick{Symbol: "BAC", TS: t0.Add(time.Hour), Seq: math.MaxInt64, Price: 53, Size: 100, Bid: 52.99, Ask: 53.01}
 	out = d.Observe(out[:0], &tk, Context{})
-	out = d.Idle(out, "BAC", t0.Add(2*time.Hour))
+	out = d.idle(out, "BAC", t0.Add(2*time.Hour))
 	checkSane(t, out)
 	gaps := ofKind(out, KindSeqGap)
 	if len(gaps) != 4 || gaps[3].Value != float64(math.MaxInt64-12) {
@@ -517,18 +517,18 @@ func TestStale(t *testing.T) {
 	cfg := DefaultConfig()
 	d := NewDetector(cfg)
 	var out []Anomaly
-	if out = d.Idle(out, "WMT", t0.Add(time.Hour)); len(out) != 0 {
+	if out = d.idle(out, "WMT", t0.Add(time.Hour)); len(out) != 0 {
 		t.Fatalf("stale before any tick: %+v", out)
 	}
 	w := newWalk(10, "WMT", 105)
 	out = feed(d, w, 100, nil)
 	last := w.tick.TS
-	out = d.Idle(out, "WMT", last.Add(cfg.StaleAfter-time.Microsecond))
+	out = d.idle(out, "WMT", last.Add(cfg.StaleAfter-time.Microsecond))
 	if len(out) != 0 {
 		t.Fatalf("stale too early: %+v", out)
 	}
 	for _, wm := range []time.Duration{cfg.StaleAfter, cfg.StaleAfter + time.Second, time.Hour} {
-		out = d.Idle(out, "WMT", last.Add(wm))
+		out = d.idle(out, "WMT", last.Add(wm))
 	}
 	if len(out) != 1 || out[0].Kind != KindStale || !out[0].TS.Equal(last.Add(cfg.StaleAfter)) ||
 		out[0].Value != cfg.StaleAfter.Seconds() || out[0].Symbol != "WMT" {
@@ -537,7 +537,7 @@ func TestStale(t *testing.T) {
 	// Ticking again re-arms it.
 	w.tick.TS = last.Add(2 * time.Hour)
 	out = feed(d, w, 1, nil)
-	out = d.Idle(out, "WMT", w.tick.TS.Add(time.Minute))
+	out = d.idle(out, "WMT", w.tick.TS.Add(time.Minute))
 	if len(out) != 1 || !out[0].TS.Equal(w.tick.TS.Add(cfg.StaleAfter)) {
 		t.Fatalf("after ticking again: %+v", out)
 	}
@@ -554,7 +554,7 @@ func TestOutOfOrder(t *testing.T) {
 	out = append(out, feed(d, w, 3, nil)...)
 	out = d.Observe(out, &held, Context{})
 	out = append(out, feed(d, w, 100, nil)...)
-	out = d.Idle(out, "CRM", w.tick.TS)
+	out = d.idle(out, "CRM", w.tick.TS)
 	if len(out) != 0 {
 		t.Fatalf("an out-of-order tick raised %+v", out)
 	}

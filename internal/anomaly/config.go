@@ -130,8 +130,8 @@ type Config struct {
 	// GapSeverity is the severity of every seq_gap.
 	GapSeverity Severity
 
-	// StaleAfter is how long a symbol may go without a tick, in event time
-	// as measured by the watermark passed to Idle, before it is stale.
+	// StaleAfter is how long a symbol may go without a tick, as the
+	// silence passed to Stale measures it, before it is stale.
 	StaleAfter time.Duration
 	// StaleSeverity is the severity of every stale alert.
 	StaleSeverity Severity

@@ -65,7 +65,7 @@ func gapDetail(sym string, g *gap) string {
 }
 
 func staleDetail(sym string, silenceNs float64, last time.Time) string {
-	return fmt.Sprintf("%s has had no tick for %s of event time, since %s",
+	return fmt.Sprintf("%s has had no tick for %s while the rest of the feed traded on; its last was at %s",
 		sym, fmtGap(time.Duration(math.Min(silenceNs, math.MaxInt64))), last.Format("2006-01-02T15:04:05.000000Z07:00"))
 }
 

@@ -7,7 +7,7 @@ import (
 
 // gap is a run of seqs found missing when a later seq arrived. Out-of-order
 // delivery often fills it a few ticks later, so it is only reported once the
-// watermark has passed the tick after it (see Detector.Idle).
+// watermark has passed the tick after it (see Detector.Gaps).
 //
 // Which seqs arrived is tracked exactly for the first 64 seqs of a gap, the
 // size out-of-order delivery produces, with one bit each; beyond that only a

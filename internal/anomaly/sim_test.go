@@ -132,12 +132,12 @@ func runSimulator(t testing.TB, cfg Config, sc generate.SimConfig, decode func([
 		if wm := newest.Add(-simLateness); wm.Sub(idled) >= 100*time.Millisecond {
 			idled = wm
 			for _, s := range symbols {
-				run.found = dets[s].Idle(run.found, s, wm)
+				run.found = dets[s].idle(run.found, s, wm)
 			}
 		}
 	}
 	for _, s := range symbols {
-		run.found = dets[s].Idle(run.found, s, newest.Add(time.Hour))
+		run.found = dets[s].idle(run.found, s, newest.Add(time.Hour))
 	}
 	run.late = len(dropped)
 	run.stats = sim.Stats()

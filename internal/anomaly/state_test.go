@@ -11,7 +11,7 @@ import (
 )
 
 // step is one call on a detector: Observe the tick, or, when idle is set,
-// Idle with that watermark.
+// report what that watermark reveals (idle).
 type step struct {
 	tick market.Tick
 	ctx  Context
@@ -83,7 +83,7 @@ func play(d *Detector, steps []step) []Anomaly {
 	for i := range steps {
 		s := &steps[i]
 		if !s.idle.IsZero() {
-			out = d.Idle(out, "EVT", s.idle)
+			out = d.idle(out, "EVT", s.idle)
 		} else {
 			out = d.Observe(out, &s.tick, s.ctx)
 		}

@@ -11,8 +11,10 @@ import (
 var ErrCorrupt = errors.New("candle: corrupt state")
 
 // stateVersion is the first byte after the type tag of every encoded state,
-// so that a future layout change can still read snapshots written before it.
-const stateVersion = 1
+// so that a layout change can still read snapshots written before it.
+// Version 2 added a Window's sealed flags; a Watermark's layout is the same
+// in both.
+const stateVersion = 2
 
 // Type tags open every encoded state, so that states composed into one blob
 // in the wrong order fail loudly instead of restoring garbage.

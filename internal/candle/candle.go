@@ -27,7 +27,11 @@ type Candle struct {
 	OpenSeq  int64     // its seq
 	CloseTS  time.Time // event time of the latest trade by (ts, seq), UTC
 	CloseSeq int64     // its seq
-	Final    bool      // the watermark has passed End: no trade can change the candle any more
+	// Final is set once the watermark has passed End, when no trade can
+	// change the candle any more, or earlier, when the caller sealed it
+	// because its symbol went quiet (Window.Seal): a sealed candle stays
+	// final but may still be amended by a trade its own watermark accepts.
+	Final bool
 }
 
 // VWAP returns Turnover/Volume, the volume-weighted average price, or NaN

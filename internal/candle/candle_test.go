@@ -523,3 +523,58 @@ func TestDecodeRejectsCorruptState(t *testing.T) {
 		}
 	}
 }
+
+// TestSeal checks that sealing marks candles final in place: later trades
+// its watermark accepts still land in them and amend them, they stay final,
+// Advance closes them as usual, and a snapshot keeps the seal.
+func TestSeal(t *testing.T) {
+	wm, _ := NewWatermark(2 * time.Second)
+	w := mustWindow(t, time.Minute, 2*time.Second)
+	add := func(ts time.Duration, seq int64, price float64) *Candle {
+		t.Helper()
+		if wm.Late(at(ts)) {
+			t.Fatalf("tick at %v late", ts)
+		}
+		wm.Observe(at(ts))
+		c := w.Add(at(ts), seq, price, 10)
+		if c == nil {
+			t.Fatalf("tick at %v refused", ts)
+		}
+		return c
+	}
+	add(30*time.Second, 1, 10)
+	if n := w.Seal(at(59 * time.Second)); n != 0 {
+		t.Fatalf("sealed %d candles that end after the given time", n)
+	}
+	if n := w.Seal(at(time.Minute)); n != 1 {
+		t.Fatalf("Seal at the candle's end sealed %d, want 1", n)
+	}
+	if n := w.Seal(at(time.Hour)); n != 0 {
+		t.Fatalf("sealing again sealed %d", n)
+	}
+	forming := w.Forming(nil)
+	if len(forming) != 1 || !forming[0].Final {
+		t.Fatalf("after the seal: %+v", forming)
+	}
+	var v1 Window // the state as the previous layout wrote it: no seal
+	blob, _ := w.MarshalBinary()
+	var back Window
+	if err := back.UnmarshalBinary(blob); err != nil || back != w {
+		t.Fatalf("round trip of a sealed window: %v", err)
+	}
+	old := append([]byte{tagWindow, 1}, blob[2:len(blob)-1]...)
+	if err := v1.UnmarshalBinary(old); err != nil || v1.Len() != 1 || v1.Forming(nil)[0].Final {
+		t.Fatalf("a version 1 state: %v, %+v", err, v1.Forming(nil))
+	}
+	// A trade still on time by the symbol's own clock amends the candle.
+	c := add(45*time.Second, 2, 12)
+	if !c.Final || c.Trades != 2 || c.High != 12 || c.Close != 12 {
+		t.Fatalf("amended sealed candle = %+v", c)
+	}
+	var closed []Candle
+	add(62*time.Second, 3, 11)
+	w.Advance(wm.Time(), func(c Candle) { closed = append(closed, c) })
+	if len(closed) != 1 || !closed[0].Final || closed[0].Trades != 2 || w.Len() != 1 || w.Forming(nil)[0].Final {
+		t.Fatalf("Advance after the seal closed %+v, left %+v", closed, w.Forming(nil))
+	}
+}

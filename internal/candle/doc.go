@@ -19,8 +19,11 @@
 //		}
 //	}
 //
-// An idle symbol's last candles are finalised by wm.AdvanceTo at a time the
-// caller picks in event time, then Advance.
+// A symbol that goes quiet would keep its last candles open for ever: its
+// own watermark only moves with its own trades. The caller may Seal them by
+// a clock of its choosing; a sealed candle reads as final but stays in the
+// window, so the symbol's own on-time trades still land in it. Nothing but
+// the symbol's own trades decides what is late.
 //
 // A candle is then exactly what a batch recomputation over the accepted
 // ticks grouped by window gives (Open and Close by first_value and

@@ -98,7 +98,7 @@ func (w *Watermark) MarshalBinary() ([]byte, error) { return w.AppendBinary(nil)
 // On error w is unchanged.
 func (w *Watermark) Decode(b []byte) (rest []byte, err error) {
 	r := newReader(b)
-	r.Header(tagWatermark)
+	r.HeaderVersion(tagWatermark, 1)
 	lateness := time.Duration(r.I64())
 	flags := r.Byte()
 	t := Watermark{lateness: lateness, max: r.Time(), mark: r.Time(), seen: flags&1 != 0, set: flags&2 != 0}

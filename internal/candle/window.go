@@ -139,8 +139,30 @@ func (w *Window) Advance(watermark time.Time, emit func(Candle)) {
 	}
 }
 
+// Seal marks every open candle whose End is at or before until as final
+// without closing it, and reports how many it newly sealed. The caller
+// seals the candles of a symbol that has gone quiet, so that readers see
+// them final, by a clock other than the symbol's own (see the analytics
+// package): a sealed candle stays in the window, so a trade the symbol's
+// Watermark still accepts lands in it and amends it, and the candle stays
+// final. Advance later closes it like any other. Sealing changes no value,
+// only Final, so the candles a stream builds do not depend on when, or
+// whether, they were sealed.
+func (w *Window) Seal(until time.Time) int {
+	n := 0
+	for i := range w.n {
+		c := &w.open[i]
+		if c.Final || c.Bucket.Add(w.interval).After(until) {
+			continue
+		}
+		c.Final = true
+		n++
+	}
+	return n
+}
+
 // Forming appends the open candles, in bucket order, to dst and returns the
-// extended slice.
+// extended slice. A sealed candle has Final set.
 func (w *Window) Forming(dst []Candle) []Candle {
 	return append(dst, w.open[:w.n]...)
 }
@@ -152,8 +174,10 @@ func (w *Window) Forming(dst []Candle) []Candle {
 // int64 nanoseconds, a byte that is 1 once Advance has been called and the
 // last watermark it was given, the number of open candles as a byte, then
 // each open candle: Bucket, Open, High, Low, Close, Volume, Turnover,
-// Trades, OpenTS, OpenSeq, CloseTS, CloseSeq. Times are int64 Unix seconds
-// and uint32 nanoseconds, float64s their IEEE 754 bits, all little endian.
+// Trades, OpenTS, OpenSeq, CloseTS, CloseSeq and a byte that is 1 if it is
+// sealed (version 2; version 1 had no such byte and is still read). Times
+// are int64 Unix seconds and uint32 nanoseconds, float64s their IEEE 754
+// bits, all little endian.
 func (w *Window) AppendBinary(dst []byte) ([]byte, error) {
 	dst = append(dst, tagWindow, stateVersion)
 	dst = snapshot.AppendI64(dst, int64(w.interval))
@@ -179,6 +203,11 @@ func (w *Window) AppendBinary(dst []byte) ([]byte, error) {
 		dst = snapshot.AppendI64(dst, c.OpenSeq)
 		dst = snapshot.AppendTime(dst, c.CloseTS)
 		dst = snapshot.AppendI64(dst, c.CloseSeq)
+		sealed := byte(0)
+		if c.Final {
+			sealed = 1
+		}
+		dst = append(dst, sealed)
 	}
 	return dst, nil
 }
@@ -191,7 +220,7 @@ func (w *Window) MarshalBinary() ([]byte, error) { return w.AppendBinary(nil) }
 // On error w is unchanged.
 func (w *Window) Decode(b []byte) (rest []byte, err error) {
 	r := newReader(b)
-	r.Header(tagWindow)
+	version := r.HeaderVersion(tagWindow, 1)
 	var t Window
 	t.interval = time.Duration(r.I64())
 	t.lateness = time.Duration(r.I64())
@@ -220,6 +249,14 @@ func (w *Window) Decode(b []byte) (rest []byte, err error) {
 		c.Volume, c.Turnover, c.Trades = r.I64(), r.F64(), r.I64()
 		c.OpenTS, c.OpenSeq = r.Time(), r.I64()
 		c.CloseTS, c.CloseSeq = r.Time(), r.I64()
+		if version >= 2 {
+			switch sealed := r.Byte(); sealed {
+			case 0, 1:
+				c.Final = sealed == 1
+			default:
+				r.Fail("sealed flag %d", sealed)
+			}
+		}
 		switch {
 		case r.Err != nil:
 		case !align(c.Bucket, t.interval).Equal(c.Bucket):

@@ -50,3 +50,14 @@ func (t *Tick) AppendJSON(dst []byte) []byte {
 func AppendTime(dst []byte, ts time.Time) []byte {
 	return ts.UTC().AppendFormat(dst, "2006-01-02T15:04:05.000000Z07:00")
 }
+
+// HistoryName suggests a name of its own for a live symbol's history (AAPL
+// → AAPL.H): a symbol's time is its own, so history replayed under the name
+// of a symbol that is live is late, and under another name is not.
+func HistoryName(sym string) string {
+	const suffix = ".H"
+	if len(sym)+len(suffix) > MaxSymbolLen {
+		sym = sym[:MaxSymbolLen-len(suffix)]
+	}
+	return sym + suffix
+}

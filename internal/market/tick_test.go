@@ -161,3 +161,12 @@ func TestParseTimeStricterThanTimeParse(t *testing.T) {
 		}
 	}
 }
+
+func TestHistoryName(t *testing.T) {
+	for _, sym := range []string{"A", "AAPL", "BRK.B", "ABCDEFGHIJ", "ABCDEFGHIJKL"} {
+		h := HistoryName(sym)
+		if !ValidSymbol(h) || h == sym || h[:min(len(sym), len(h)-2)] != sym[:min(len(sym), len(h)-2)] {
+			t.Errorf("HistoryName(%q) = %q", sym, h)
+		}
+	}
+}

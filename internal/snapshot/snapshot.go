@@ -87,6 +87,25 @@ func (r *Reader) Header(tag byte) {
 	}
 }
 
+// HeaderVersion checks the type tag and accepts any layout version from
+// oldest to the reader's own, which it returns, for decoders that still
+// read states an older build wrote.
+func (r *Reader) HeaderVersion(tag, oldest byte) byte {
+	p := r.Take(2)
+	if p == nil {
+		return 0
+	}
+	if p[0] != tag {
+		r.Fail("type tag %q, want %q", p[0], tag)
+		return 0
+	}
+	if p[1] < oldest || p[1] > r.version {
+		r.Fail("version %d, want %d to %d", p[1], oldest, r.version)
+		return 0
+	}
+	return p[1]
+}
+
 // Byte reads one byte.
 func (r *Reader) Byte() byte {
 	p := r.Take(1)

@@ -480,7 +480,9 @@ func (p *Processor) add(w *work, f kgo.Fetches) {
 				w.late++
 				wm := part.an.Watermark(t.Symbol)
 				err = &market.Rejection{Reason: market.ReasonLate, Detail: "ts " + t.TS.Format(time.RFC3339Nano) +
-					" is " + wm.Sub(t.TS).String() + " behind the watermark of " + t.Symbol + " (" + wm.Format(time.RFC3339Nano) + ")"}
+					" is " + wm.Sub(t.TS).String() + " behind the watermark of " + t.Symbol + " (" + wm.Format(time.RFC3339Nano) +
+					"); history for a symbol that is live goes in under a name of its own (replay --symbol " + market.HistoryName(t.Symbol) +
+					") or before the symbol goes live"}
 			}
 		}
 		if err != nil {
