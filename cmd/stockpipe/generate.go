@@ -9,6 +9,7 @@ import (
 
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/market"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
 
@@ -61,6 +62,14 @@ func (g *genFlags) check() error {
 	return nil
 }
 
+// pace holds the simulation to the present: a run from the past at a speed
+// above real time catches up and continues in real time.
+func (g *genFlags) pace(rc *runCtx) generate.Pace {
+	return generate.Pace{Speed: g.speed, NotAhead: true, CaughtUp: func(ts time.Time) {
+		rc.log.Info("the simulation has caught up with the present; continuing in real time", "ts", ts.Format(time.RFC3339Nano))
+	}}
+}
+
 // simulator builds the simulator, continuing from the topic's tail when
 // resuming.
 func (g *genFlags) simulator(rc *runCtx, kcfg kafka.Config) (*generate.Simulator, func() error, error) {
@@ -74,13 +83,17 @@ func (g *genFlags) simulator(rc *runCtx, kcfg kafka.Config) (*generate.Simulator
 			return nil, nil, fmt.Errorf("--symbols: %w", err)
 		}
 	}
-	start := time.Now().UTC()
+	now := time.Now().UTC()
+	start, explicit := now, false
 	if g.start != "" && g.start != "now" {
 		t, err := time.Parse(time.RFC3339Nano, g.start)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--start %q is not an RFC 3339 time such as 2026-11-25T14:30:00Z", g.start)
 		}
-		start = t.UTC()
+		if t.After(now.Add(time.Minute)) {
+			return nil, nil, fmt.Errorf("--start %s is in the future; the processor rejects ticks more than --max-future ahead of its clock: pass a time in the past, or leave --start out for the present", g.start)
+		}
+		start, explicit = t.UTC(), true
 	}
 	seed := g.seed
 	if seed == 0 {
@@ -97,17 +110,17 @@ func (g *genFlags) simulator(rc *runCtx, kcfg kafka.Config) (*generate.Simulator
 		if err != nil {
 			return nil, nil, err
 		}
-		if len(last) > 0 {
-			cfg.Resume = make(map[string]generate.Resume, len(last))
-			for sym, t := range last {
-				cfg.Resume[sym] = generate.Resume{Seq: t.Seq, Price: t.Price}
-				// Keep event time moving forward for a symbol that is
-				// continued, or its new ticks would be behind its old ones.
-				if t.TS.After(cfg.Start) {
-					cfg.Start = t.TS.Add(time.Millisecond)
-				}
-			}
-			rc.log.Info("continuing symbols from the ticks topic", "symbols", len(last))
+		if err := resumeFrom(rc, &cfg, last, explicit); err != nil {
+			return nil, nil, err
+		}
+	}
+	if g.count > 0 && g.speed != 1 {
+		// At a speed other than real time the run's event time may pass
+		// the present; Run then holds it to the wall clock (Pace.NotAhead).
+		end := cfg.Start.Add(time.Duration(float64(g.count) / g.rate * float64(time.Second)))
+		if end.After(now) {
+			rc.log.Warn("this run's event time would pass the present; from there it continues in real time, since the processor rejects ticks from the future",
+				"from", cfg.Start.Format(time.RFC3339), "would_reach", end.Format(time.RFC3339))
 		}
 	}
 	closeTruth := func() error { return nil }
@@ -151,7 +164,7 @@ func generateCommand() *command {
 		if err != nil {
 			return err
 		}
-		n, err := produce(rc, kcfg, sim, g.speed, nil)
+		n, err := produce(rc, kcfg, sim, g.pace(rc), nil)
 		if cerr := closeTruth(); err == nil && cerr != nil {
 			err = fmt.Errorf("writing --truth: %w", cerr)
 		}
@@ -165,10 +178,48 @@ func generateCommand() *command {
 	return c
 }
 
+// resumeFrom continues the symbols about to be generated from the ticks
+// topic's tail (last): each one's seq and price, and event time after its
+// newest tick. Symbols in the topic that this run does not generate play no
+// part. When that moves the start past an explicit --start, it says so.
+func resumeFrom(rc *runCtx, cfg *generate.SimConfig, last map[string]market.Tick, explicit bool) error {
+	var newest market.Tick
+	for _, sym := range cfg.Symbols {
+		t, ok := last[sym.Name]
+		if !ok {
+			continue
+		}
+		if cfg.Resume == nil {
+			cfg.Resume = make(map[string]generate.Resume)
+		}
+		cfg.Resume[sym.Name] = generate.Resume{Seq: t.Seq, Price: t.Price}
+		if t.TS.After(newest.TS) {
+			newest = t
+		}
+	}
+	if len(cfg.Resume) == 0 {
+		return nil
+	}
+	rc.log.Info("continuing symbols from the ticks topic", "symbols", len(cfg.Resume))
+	if !newest.TS.Before(cfg.Start) {
+		// Keep event time moving forward for the continued symbols, or
+		// their new ticks would be behind their old ones and rejected as
+		// late.
+		from := newest.TS.Add(time.Millisecond)
+		if explicit {
+			rc.log.Warn(fmt.Sprintf("--start %s is before %s's newest tick in the topic (%s): starting at %s, or its new ticks would be late; "+
+				"to simulate that day, use symbols the topic does not hold yet (--symbols), or --resume=false",
+				cfg.Start.Format(time.RFC3339), newest.Symbol, newest.TS.Format(time.RFC3339Nano), from.Format(time.RFC3339Nano)))
+		}
+		cfg.Start = from
+	}
+	return nil
+}
+
 // produce runs src into the ticks topic and waits until the broker has
 // acknowledged everything sent. An interrupt stops the source but still
 // flushes what was queued.
-func produce(rc *runCtx, kcfg kafka.Config, src generate.Source, speed float64, m *telemetry.Metrics) (int64, error) {
+func produce(rc *runCtx, kcfg kafka.Config, src generate.Source, pace generate.Pace, m *telemetry.Metrics) (int64, error) {
 	p, err := kafka.NewProducer(kcfg, kafka.TopicTicks)
 	if err != nil {
 		return 0, err
@@ -176,7 +227,7 @@ func produce(rc *runCtx, kcfg kafka.Config, src generate.Source, speed float64, 
 	p.Metrics = m
 	p.Logger = rc.log
 	defer p.Close()
-	n, runErr := generate.Run(rc.ctx, src, speed, func(ctx context.Context, r generate.Record) error {
+	n, runErr := generate.Run(rc.ctx, src, pace, func(ctx context.Context, r generate.Record) error {
 		return p.Send(ctx, r.Key, r.Value)
 	})
 	if errors.Is(runErr, context.Canceled) {

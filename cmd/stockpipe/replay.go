@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/stockpipe/stockpipe/internal/generate"
+	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/market"
 )
 
 func replayCommand() *command {
@@ -46,7 +50,8 @@ func replayCommand() *command {
 		if err := ensureTopics(rc, kcfg, int32(*partitions)); err != nil {
 			return err
 		}
-		n, err := produce(rc, kcfg, src, *speed, nil)
+		warnIfLive(rc, kcfg, sym)
+		n, err := produce(rc, kcfg, src, generate.Pace{Speed: *speed}, nil)
 		st := src.Stats()
 		fmt.Fprintf(rc.stdout, "replayed %s as %s: %d ticks from %d bars, %d bad rows skipped\n", *file, sym, n, st.BarsUsed, st.RowsSkipped)
 		for _, s := range st.Skips {
@@ -58,4 +63,21 @@ func replayCommand() *command {
 		return nil
 	}
 	return c
+}
+
+// warnIfLive says, before anything is sent, when the symbol already has
+// ticks in the topic: bars older than its newest tick are behind its
+// watermark and will be rejected as late.
+func warnIfLive(rc *runCtx, kcfg kafka.Config, sym string) {
+	ctx, cancel := context.WithTimeout(rc.ctx, 30*time.Second)
+	defer cancel()
+	last, err := kafka.LastTicks(ctx, kcfg, kafka.TopicTicks, 20_000)
+	if err != nil {
+		rc.log.Warn("could not read the ticks topic's tail to check whether the symbol is live", "symbol", sym, "err", err)
+		return
+	}
+	if t, ok := last[sym]; ok {
+		rc.log.Warn(fmt.Sprintf("%s already has ticks in the topic, up to %s: bars older than that will be rejected as late; "+
+			"to keep this history, replay it under a name of its own (--symbol %s)", sym, t.TS.Format(time.RFC3339), market.HistoryName(sym)))
+	}
 }

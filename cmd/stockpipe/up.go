@@ -148,7 +148,7 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 			AuthToken: hf.token, RequireToken: !hf.loopback(), Ready: ready, Scheduler: sched}, ln)
 	})
 	wg.Go(func() { procErr = proc.Run(rc.ctx) })
-	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, 1, metrics) })
+	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, g.pace(rc), metrics) })
 	var last stream.Stats
 	lastAt := time.Now()
 	stop := logEvery(rc, 5*time.Second, func() {

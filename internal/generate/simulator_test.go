@@ -861,7 +861,7 @@ func TestSimulatorTruthWriteError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := Run(context.Background(), sim, 0, func(context.Context, Record) error { return nil })
+	n, err := Run(context.Background(), sim, Pace{Speed: 0}, func(context.Context, Record) error { return nil })
 	if !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("Run = %d, %v; want the truth write error", n, err)
 	}
@@ -906,7 +906,7 @@ func TestSourceRunPacing(t *testing.T) {
 			var ts []time.Time
 			var wall []time.Time
 			begin := time.Now() // no later than Run's own anchor
-			n, err := Run(context.Background(), sim, tt.speed, func(_ context.Context, r Record) error {
+			n, err := Run(context.Background(), sim, Pace{Speed: tt.speed}, func(_ context.Context, r Record) error {
 				wall = append(wall, time.Now())
 				ts = append(ts, r.TS)
 				return nil
@@ -939,7 +939,7 @@ func TestSourceRunUnpaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	begin := time.Now()
-	n, err := Run(context.Background(), sim, 0, func(context.Context, Record) error { return nil })
+	n, err := Run(context.Background(), sim, Pace{Speed: 0}, func(context.Context, Record) error { return nil })
 	if err != nil || n != 100000 {
 		t.Fatalf("Run = %d, %v", n, err)
 	}
@@ -958,7 +958,7 @@ func TestSourceRunStops(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
 		begin := time.Now()
-		n, err := Run(ctx, sim, 1, func(context.Context, Record) error { return nil })
+		n, err := Run(ctx, sim, Pace{Speed: 1}, func(context.Context, Record) error { return nil })
 		if !errors.Is(err, context.DeadlineExceeded) || n == 0 || n > 30 {
 			t.Errorf("Run = %d, %v; want a few records then the deadline", n, err)
 		}
@@ -973,7 +973,7 @@ func TestSourceRunStops(t *testing.T) {
 		}
 		boom := errors.New("broker down")
 		calls := 0
-		n, err := Run(context.Background(), sim, 0, func(context.Context, Record) error {
+		n, err := Run(context.Background(), sim, Pace{Speed: 0}, func(context.Context, Record) error {
 			if calls++; calls == 3 {
 				return boom
 			}
@@ -1008,7 +1008,7 @@ func TestSourceRunOddTimes(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			begin := time.Now()
-			n, err := Run(ctx, &simSliceSource{recs: tt.recs}, tt.speed, func(context.Context, Record) error { return nil })
+			n, err := Run(ctx, &simSliceSource{recs: tt.recs}, Pace{Speed: tt.speed}, func(context.Context, Record) error { return nil })
 			if n != tt.wantN || !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Run = %d, %v; want %d, %v", n, err, tt.wantN, tt.wantErr)
 			}
@@ -1016,6 +1016,33 @@ func TestSourceRunOddTimes(t *testing.T) {
 				t.Errorf("took %v, want at least %v", d, tt.minWall)
 			}
 		})
+	}
+}
+
+// TestRunNotAhead checks that a run at full speed from the past stops at the
+// present: records up to now go out at once, the first one from the future
+// is held until its time and reported once, none is ever emitted before its
+// event time.
+func TestRunNotAhead(t *testing.T) {
+	now := time.Now().UTC()
+	recs := []Record{{TS: now.Add(-time.Hour)}, {TS: now.Add(-time.Second)}, {TS: now.Add(150 * time.Millisecond)}, {TS: now.Add(250 * time.Millisecond)}}
+	var caught []time.Time
+	var late []time.Duration
+	n, err := Run(context.Background(), &simSliceSource{recs: recs}, Pace{NotAhead: true, CaughtUp: func(ts time.Time) { caught = append(caught, ts) }},
+		func(_ context.Context, r Record) error {
+			late = append(late, time.Since(r.TS))
+			return nil
+		})
+	if err != nil || n != 4 {
+		t.Fatalf("Run = %d, %v", n, err)
+	}
+	for i, d := range late {
+		if d < -time.Millisecond {
+			t.Errorf("record %d emitted %v before its event time", i, -d)
+		}
+	}
+	if len(caught) != 1 || !caught[0].Equal(recs[2].TS) {
+		t.Fatalf("CaughtUp called with %v, want once with the first future record's time", caught)
 	}
 }
 

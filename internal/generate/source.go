@@ -33,20 +33,53 @@ type Source interface {
 // it after returning.
 type Emit func(ctx context.Context, rec Record) error
 
-// Run pulls records from src and emits them, pacing by event time: with speed
-// 1 a record is emitted when the wall clock has advanced as far past the first
-// record's emission as its TS is past the first record's TS; with speed X
-// event time runs X times faster than the wall clock; with speed 0 records
-// are emitted as fast as emit accepts them. Run returns the number of records
-// emitted, and stops early with ctx's error when ctx is done.
-func Run(ctx context.Context, src Source, speed float64, emit Emit) (int64, error) {
+// Pace says how Run spaces records in time.
+type Pace struct {
+	// Speed is simulated seconds per wall-clock second: with 1 a record is
+	// emitted when the wall clock has advanced as far past the first
+	// record's emission as its TS is past the first record's TS; with X
+	// event time runs X times faster; with 0 records go as fast as emit
+	// accepts them.
+	Speed float64
+	// NotAhead holds back a record whose TS is ahead of the wall clock
+	// until the clock reaches it. A run from a start in the past at a speed
+	// above 1 (or 0) then catches up with the present and carries on in
+	// real time, instead of sending ticks from the future, which the
+	// processor rejects (future_ts) and which would run ahead of every
+	// other source's clock.
+	NotAhead bool
+	// CaughtUp, if set, is called once, with the record's TS, when NotAhead
+	// first holds a record back.
+	CaughtUp func(ts time.Time)
+}
+
+// Run pulls records from src and emits them, paced as pace says. It returns
+// the number of records emitted, and stops early with ctx's error when ctx
+// is done.
+func Run(ctx context.Context, src Source, pace Pace, emit Emit) (int64, error) {
 	var (
 		n         int64
 		wallStart time.Time
 		evStart   time.Time
 		timer     *time.Timer
 		anchored  bool
+		caughtUp  bool
 	)
+	wait := func(d time.Duration) error {
+		if timer == nil {
+			timer = time.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return ctx.Err()
+		case <-timer.C:
+			return nil
+		}
+	}
+	speed := pace.Speed
 	for {
 		if err := ctx.Err(); err != nil {
 			return n, err
@@ -80,17 +113,22 @@ func Run(ctx context.Context, src Source, speed float64, emit Emit) (int64, erro
 			due := wallStart.Add(ahead)
 			// Sleeping per record would cost a syscall each at high rates;
 			// only wait once we are a millisecond ahead of schedule.
-			if wait := time.Until(due); wait > time.Millisecond {
-				if timer == nil {
-					timer = time.NewTimer(wait)
-				} else {
-					timer.Reset(wait)
+			if d := time.Until(due); d > time.Millisecond {
+				if err := wait(d); err != nil {
+					return n, err
 				}
-				select {
-				case <-ctx.Done():
-					timer.Stop()
-					return n, ctx.Err()
-				case <-timer.C:
+			}
+		}
+		if pace.NotAhead && !rec.TS.IsZero() {
+			if d := time.Until(rec.TS); d > time.Millisecond {
+				if !caughtUp {
+					caughtUp = true
+					if pace.CaughtUp != nil {
+						pace.CaughtUp(rec.TS)
+					}
+				}
+				if err := wait(d); err != nil {
+					return n, err
 				}
 			}
 		}

@@ -404,7 +404,7 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 	cpu0, pg0 := cpuTimes(), postgresCPU(ctx, pool)
 	var first time.Time
 	log.Info("producing", "count", cfg.Count, "mode", rep.Mode)
-	n, err := generate.Run(ctx, sim, speed, func(ctx context.Context, r generate.Record) error {
+	n, err := generate.Run(ctx, sim, generate.Pace{Speed: speed}, func(ctx context.Context, r generate.Record) error {
 		if first.IsZero() {
 			first = time.Now()
 		}

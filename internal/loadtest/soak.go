@@ -222,7 +222,7 @@ func Soak(ctx context.Context, cfg SoakConfig) (SoakReport, error) {
 	genDone := make(chan error, 1)
 	var produced int64
 	go func() {
-		n, err := generate.Run(ctx, sim, 1, func(ctx context.Context, r generate.Record) error {
+		n, err := generate.Run(ctx, sim, generate.Pace{Speed: 1}, func(ctx context.Context, r generate.Record) error {
 			return prod.Send(ctx, r.Key, r.Value)
 		})
 		if err == nil {

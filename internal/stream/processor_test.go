@@ -91,7 +91,7 @@ func (e *env) produce(cfg generate.SimConfig) generate.SimStats {
 	}
 	defer p.Close()
 	ctx := context.Background()
-	if _, err := generate.Run(ctx, sim, 0, func(ctx context.Context, r generate.Record) error {
+	if _, err := generate.Run(ctx, sim, generate.Pace{}, func(ctx context.Context, r generate.Record) error {
 		return p.Send(ctx, r.Key, r.Value)
 	}); err != nil {
 		e.t.Fatal(err)

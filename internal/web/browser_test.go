@@ -97,7 +97,7 @@ func startPipeline(t *testing.T) *pipeline {
 	}
 	defer prod.Close()
 	dec := market.NewDecoder()
-	if _, err := generate.Run(ctx, sim, 0, func(ctx context.Context, r generate.Record) error {
+	if _, err := generate.Run(ctx, sim, generate.Pace{}, func(ctx context.Context, r generate.Record) error {
 		var tk market.Tick
 		if dec.Decode(r.Value, &tk) == nil {
 			p.last[tk.Symbol] = tk
