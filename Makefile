@@ -23,9 +23,11 @@ test: vet
 	$(GO) test ./internal/market -run '^$$' -fuzz '^FuzzRules$$' -fuzztime 15s
 
 ## test-chaos: the large chaos and scale-out runs (a million ticks; processors SIGKILLed,
-## PostgreSQL and the broker restarted), without the race detector; prints the accounting
+## PostgreSQL and the broker restarted), the time-isolation property at full size and `up`
+## stopped for two real minutes, without the race detector; prints the accounting
 test-chaos:
-	cd cmd/stockpipe && STOCKPIPE_CHAOS=full $(GO) test -count=1 -timeout 30m -run '^(TestChaos|TestScaleOut)$$'
+	STOCKPIPE_CHAOS=full $(GO) test -count=1 -timeout 10m -run '^TestLateOnlyRelativeToOwnSymbol$$' ./internal/analytics
+	cd cmd/stockpipe && STOCKPIPE_CHAOS=full $(GO) test -count=1 -timeout 30m -run '^(TestChaos|TestScaleOut|TestUpRestartRaisesNoStale)$$'
 
 vet:
 	$(GO) vet $(PKGS)
