@@ -43,6 +43,9 @@ func StartBroker(listen, dir string) (*Broker, error) {
 			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
 		}),
 		kfake.DataDir(abs),
+		// Apply topics' retention every five minutes rather than kfake's
+		// default hour, so that the log's size stays close to its bound.
+		kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": "300000"}),
 		kfake.DefaultNumPartitions(1),
 		kfake.ClusterID("stockpipe"),
 	)

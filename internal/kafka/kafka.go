@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -90,6 +92,10 @@ func ParseBrokers(s string) ([]string, error) {
 type TopicSpec struct {
 	Name       string
 	Partitions int32
+	// Retention, if positive, is how long the broker keeps the topic's
+	// records (retention.ms); it is set on a topic that exists already
+	// too. Zero leaves the broker's default.
+	Retention time.Duration
 }
 
 // Topics returns the topics stockpipe uses, with the ticks topic at the given
@@ -123,16 +129,69 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, log *slog.Logger, specs [
 				log.Warn("topic exists with a different partition count; using it as it is",
 					"topic", s.Name, "partitions", got, "configured", s.Partitions)
 			}
+			if err := ensureRetention(ctx, adm, log, s); err != nil {
+				return err
+			}
 			continue
 		}
-		resp, err := adm.CreateTopic(ctx, s.Partitions, -1, nil, s.Name)
+		var configs map[string]*string
+		if s.Retention > 0 {
+			configs = map[string]*string{"retention.ms": kadm.StringPtr(strconv.FormatInt(s.Retention.Milliseconds(), 10))}
+		}
+		resp, err := adm.CreateTopic(ctx, s.Partitions, -1, configs, s.Name)
 		if err == nil {
 			err = resp.Err
 		}
-		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		if errors.Is(err, kerr.TopicAlreadyExists) {
+			// The client's metadata, cached for a few seconds, did not
+			// know it yet.
+			if err := ensureRetention(ctx, adm, log, s); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("creating topic %s: %w", s.Name, err)
 		}
 		log.Info("created topic", "topic", s.Name, "partitions", s.Partitions)
 	}
+	return nil
+}
+
+// ensureRetention sets an existing topic's retention.ms to the spec's, if
+// the spec has one and the topic's differs, so that a data directory from
+// before keeps to the bound it is now given.
+func ensureRetention(ctx context.Context, adm *kadm.Client, log *slog.Logger, s TopicSpec) error {
+	if s.Retention <= 0 {
+		return nil
+	}
+	want := strconv.FormatInt(s.Retention.Milliseconds(), 10)
+	rcs, err := adm.DescribeTopicConfigs(ctx, s.Name)
+	if err != nil {
+		return fmt.Errorf("reading the configuration of topic %s: %w", s.Name, err)
+	}
+	rc, err := rcs.On(s.Name, nil)
+	if err == nil {
+		err = rc.Err
+	}
+	if err != nil {
+		return fmt.Errorf("reading the configuration of topic %s: %w", s.Name, err)
+	}
+	for _, c := range rc.Configs {
+		if c.Key == "retention.ms" && c.Value != nil && *c.Value == want {
+			return nil
+		}
+	}
+	resp, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &want}}, s.Name)
+	if err == nil {
+		var r kadm.AlterConfigsResponse
+		if r, err = resp.On(s.Name, nil); err == nil {
+			err = r.Err
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("setting the retention of topic %s to %v: %w", s.Name, s.Retention, err)
+	}
+	log.Info("set topic retention", "topic", s.Name, "retention", s.Retention)
 	return nil
 }

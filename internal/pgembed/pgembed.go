@@ -72,8 +72,14 @@ type Config struct {
 	Dir string
 	// Port is the TCP port on 127.0.0.1. Zero reuses the port the cluster
 	// last ran on if that is free, so URLs stay stable across restarts, and
-	// otherwise picks a free one. A non-zero port that is taken is an error.
+	// otherwise picks a free one. A non-zero port that is taken is an error,
+	// unless PortFallback is set.
 	Port int
+	// PortFallback makes a taken Port a warning rather than an error: the
+	// server then runs on the port it last ran on, if free, or a free one.
+	// A server already running on the directory is adopted on whatever
+	// port it has.
+	PortFallback bool
 	// BinDir is the directory holding initdb, pg_ctl and postgres. Empty
 	// means search pg_config --bindir, PATH and the usual install locations.
 	// A non-empty BinDir is the only place looked at, so a wrong override
@@ -99,6 +105,7 @@ type Cluster struct {
 	owner     *osUser // nil: run the binaries as the current user
 	log       *slog.Logger
 	ephemeral bool
+	fallback  bool // Config.PortFallback
 
 	// port is read by URL without taking mu, which lifecycle methods hold
 	// while they wait for the server.
@@ -106,6 +113,7 @@ type Cluster struct {
 
 	mu       sync.Mutex // serialises Stop and Restart
 	running  bool
+	died     bool // it died under Supervise and is not running again yet
 	watchdog *watchdog
 }
 
@@ -140,7 +148,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{dir: dir, bins: bins, owner: owner, log: log, ephemeral: cfg.Ephemeral}
+	c := &Cluster{dir: dir, bins: bins, owner: owner, log: log, ephemeral: cfg.Ephemeral, fallback: cfg.PortFallback}
 	if err := c.prepare(ctx); err != nil {
 		return nil, err
 	}
@@ -193,6 +201,7 @@ func (c *Cluster) Restart(ctx context.Context) error {
 }
 
 func (c *Cluster) stop(ctx context.Context) error {
+	c.died = false
 	if !c.running {
 		return nil
 	}
@@ -205,6 +214,80 @@ func (c *Cluster) stop(ctx context.Context) error {
 	return nil
 }
 
+// Port returns the port the server listens on.
+func (c *Cluster) Port() int { return int(c.port.Load()) }
+
+// Supervise watches the server until ctx ends, checking every interval
+// that it is still running, and starts it again on the same port if it has
+// died (killed, out of memory): a pipeline must not run on with a dead
+// database. It returns an error, and stops watching, if the server cannot
+// be brought back after several attempts, or keeps dying. A server stopped
+// by Stop is left stopped.
+func (c *Cluster) Supervise(ctx context.Context, interval time.Duration) error {
+	const (
+		maxRevivals = 3
+		window      = 5 * time.Minute
+	)
+	var revived []time.Time
+	failures := 0
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		dead, err := c.revive(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			failures++
+			c.log.Error("could not start PostgreSQL again", "attempt", failures, "err", err)
+			if failures >= maxRevivals {
+				return fmt.Errorf("PostgreSQL in %s died and could not be started again (%d attempts; see %s): %w",
+					c.dir, failures, filepath.Join(c.dir, logFile), err)
+			}
+		case dead:
+			failures = 0
+			now := time.Now()
+			revived = append(revived, now)
+			for len(revived) > 0 && now.Sub(revived[0]) > window {
+				revived = revived[1:]
+			}
+			if len(revived) > maxRevivals {
+				return fmt.Errorf("PostgreSQL in %s keeps dying (%d restarts within %s; see %s)",
+					c.dir, len(revived), window, filepath.Join(c.dir, logFile))
+			}
+		}
+	}
+}
+
+// revive starts the server again if it was running and has died, and
+// reports whether it had.
+func (c *Cluster) revive(ctx context.Context) (dead bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.running && !c.died {
+		return false, nil
+	}
+	if c.running {
+		pid, _, alive, err := c.runningServer()
+		if err != nil || alive {
+			return false, err
+		}
+		c.log.Error("PostgreSQL has exited unexpectedly; starting it again", "pid", pid, "port", c.port.Load())
+		c.running, c.died = false, true
+		c.stopWatchdog()
+	}
+	if err := c.launch(ctx, int(c.port.Load())); err != nil {
+		return true, err
+	}
+	c.died = false
+	return true, nil
+}
+
 // launch adopts the server running on the cluster, or starts one. want is
 // the requested port, 0 for automatic. c.mu is held or c is not yet shared.
 func (c *Cluster) launch(ctx context.Context, want int) error {
@@ -213,7 +296,7 @@ func (c *Cluster) launch(ctx context.Context, want int) error {
 		return err
 	}
 	if alive {
-		if want == 0 || want == port {
+		if want == 0 || want == port || c.fallback {
 			return c.adopt(ctx, pid)
 		}
 		c.log.Info("restarting running PostgreSQL on the requested port", "pid", pid, "port", port, "want", want)
@@ -223,6 +306,10 @@ func (c *Cluster) launch(ctx context.Context, want int) error {
 	}
 
 	c.rotateLog()
+	if want != 0 && c.fallback && !portFree(want) {
+		c.log.Warn(fmt.Sprintf("port %d is taken by another program; PostgreSQL runs on another port (see the database URL printed at start)", want))
+		want = 0
+	}
 	auto := want == 0
 	port = want
 	if auto {

@@ -485,3 +485,68 @@ func TestPgtestGivesEachTestItsOwnDatabase(t *testing.T) {
 		t.Fatalf("%d of the databases %v outlived their tests", left, names)
 	}
 }
+
+// TestPortFallback asks for a port another program holds: with
+// PortFallback the server starts on another port and says so; without it,
+// the start fails.
+func TestPortFallback(t *testing.T) {
+	ctx := testContext(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	if _, err := pgembed.Start(ctx, pgembed.Config{Dir: clusterDir(t), Port: taken}); err == nil {
+		t.Fatal("a taken port without fallback was accepted")
+	}
+	c := start(t, ctx, pgembed.Config{Dir: clusterDir(t), Port: taken, PortFallback: true})
+	if c.Port() == taken || c.Port() == 0 {
+		t.Fatalf("running on port %d, the taken one was %d", c.Port(), taken)
+	}
+	conn, err := pgx.Connect(ctx, c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+}
+
+// TestSuperviseRestartsADeadServer kills the server under a supervised
+// cluster: it must be running again, on the same port, by itself.
+func TestSuperviseRestartsADeadServer(t *testing.T) {
+	ctx := testContext(t)
+	dir := clusterDir(t)
+	c := start(t, ctx, pgembed.Config{Dir: dir})
+	sctx, cancel := context.WithCancel(ctx)
+	supervised := make(chan error, 1)
+	go func() { supervised <- c.Supervise(sctx, 100*time.Millisecond) }()
+	port := c.Port()
+	pid := postmasterPID(t, dir)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		conn, err := pgx.Connect(ctx, c.URL())
+		if err == nil {
+			var one int
+			err = conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+			conn.Close(ctx)
+			nb, _ := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+			if err == nil && !strings.HasPrefix(string(nb), strconv.Itoa(pid)+"\n") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("PostgreSQL not back 45 s after it was killed: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if c.Port() != port {
+		t.Fatalf("back on port %d, was %d", c.Port(), port)
+	}
+	cancel()
+	if err := <-supervised; err != nil {
+		t.Fatalf("Supervise: %v", err)
+	}
+}
