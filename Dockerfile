@@ -11,7 +11,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/stockpipe ./cmd/stockpipe
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.buildVersion=${VERSION}" -o /out/stockpipe ./cmd/stockpipe
 
 # static-debian12 carries CA certificates (Kafka and PostgreSQL over TLS) and
 # nothing to run but the binary; time zones are embedded in it.

@@ -7,8 +7,10 @@ PKGS    := ./...
 
 all: build
 
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/stockpipe
+	$(GO) build -ldflags "-X main.buildVersion=$(VERSION)" -o $(BIN) ./cmd/stockpipe
 
 ## run: the whole pipeline in one process on embedded defaults (data in ./data)
 run: build

@@ -104,14 +104,14 @@ func openDBWithin(rc *runCtx, url string, maxConns int32, wait time.Duration) (*
 			if lastErr == nil {
 				return fmt.Errorf("connecting to PostgreSQL at %s: %w", target.addr, rc.ctx.Err())
 			}
-			return &dbError{msg: fmt.Sprintf("stopped while waiting for PostgreSQL at %s (last error: %s)",
-				target.addr, rootCause(lastErr)), err: rc.ctx.Err()}
+			return &dbError{msg: fmt.Sprintf("stopped while waiting for PostgreSQL at %s%s (last error: %s)",
+				target.addr, rc.urlFrom(), rootCause(lastErr)), err: rc.ctx.Err()}
 		}
 		if lastErr != nil {
 			cause = lastErr // cause may be just the bound running out mid-attempt
 		}
-		return &dbError{msg: fmt.Sprintf("PostgreSQL at %s did not answer within %s (last error: %s)",
-			target.addr, wait, rootCause(cause)), err: cause}
+		return &dbError{msg: fmt.Sprintf("PostgreSQL at %s%s did not answer within %s (last error: %s)",
+			target.addr, rc.urlFrom(), wait, rootCause(cause)), err: cause}
 	}
 	for attempt := 1; ; attempt++ {
 		pool, err := connectAndMigrate(ctx, rc, url, maxConns)
@@ -134,6 +134,9 @@ func openDBWithin(rc *runCtx, url string, maxConns int32, wait time.Duration) (*
 		switch {
 		case lastErr == nil:
 			attrs := []any{"address", target.addr, "url", target.redacted, "err", rootCause(err), "retry_in", backoff}
+			if rc.dbFrom != "" {
+				attrs = append(attrs, "url_from", rc.dbFrom)
+			}
 			if wait > 0 {
 				attrs = append(attrs, "give_up_after", wait)
 			}
@@ -141,7 +144,7 @@ func openDBWithin(rc *runCtx, url string, maxConns int32, wait time.Duration) (*
 			reminded = time.Now()
 		case time.Since(reminded) >= dbRemind:
 			rc.log.Warn("PostgreSQL is still unreachable; retrying", "address", target.addr,
-				"err", rootCause(err), "waited", time.Since(start).Round(time.Second))
+				"err", rootCause(err), "waited", time.Since(start).Round(time.Second), "url_from", rc.dbFromOr("the command line"))
 			reminded = time.Now()
 		default:
 			rc.log.Debug("PostgreSQL still unreachable", "address", target.addr, "err", rootCause(err), "retry_in", backoff)
@@ -156,6 +159,22 @@ func openDBWithin(rc *runCtx, url string, maxConns int32, wait time.Duration) (*
 		}
 		backoff = min(backoff*2, dbRetryMax)
 	}
+}
+
+// urlFrom is " (URL from …)" when the database URL did not come from the
+// command line, for messages about the database.
+func (rc *runCtx) urlFrom() string {
+	if rc.dbFrom == "" {
+		return ""
+	}
+	return " (URL from " + rc.dbFrom + ")"
+}
+
+func (rc *runCtx) dbFromOr(def string) string {
+	if rc.dbFrom == "" {
+		return def
+	}
+	return rc.dbFrom
 }
 
 // connectAndMigrate is one attempt of openDB.

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/stockpipe/stockpipe/internal/datadir"
 )
 
 // otherFlags maps every flag name the other commands define to whether it is
@@ -75,7 +77,7 @@ var secretFlags = map[string]bool{"kafka-password": true, "auth-token": true}
 type configEntry struct {
 	Name    string `json:"name"`
 	Value   string `json:"value"`
-	Source  string `json:"source"`        // "flag", "env" or "default"
+	Source  string `json:"source"`        // "flag", "env", "default" or "data-dir" (the running up's)
 	Env     string `json:"env,omitempty"` // the variable, when Source is "env"
 	Default string `json:"default"`
 	Secret  bool   `json:"secret,omitempty"` // Value and Default are masked
@@ -135,6 +137,7 @@ func configCommand() *command {
 			return err
 		}
 		entries := effectiveConfig(target)
+		fromPeer(target, entries)
 		if *asJSON {
 			enc := json.NewEncoder(rc.stdout)
 			enc.SetIndent("", "  ")
@@ -190,6 +193,30 @@ func effectiveConfig(c *command) []configEntry {
 		out = append(out, e)
 	})
 	return out
+}
+
+// fromPeer shows, for a command that would take its database URL or
+// brokers from the stockpipe up running on its --data-dir, those values,
+// with the source "data-dir".
+func fromPeer(c *command, entries []configEntry) {
+	dd := c.fs.Lookup("data-dir")
+	if dd == nil || c.name == "up" || c.name == "broker" || c.name == "loadtest" {
+		return
+	}
+	ep, err := datadir.ReadEndpoints(dd.Value.String())
+	if err != nil {
+		return
+	}
+	for i := range entries {
+		e := &entries[i]
+		switch {
+		case e.Value != "" && e.Value != `""`:
+		case e.Name == "database-url" && ep.DatabaseURL != "":
+			e.Value, e.Source = maskDatabaseURL(ep.DatabaseURL), "data-dir"
+		case e.Name == "brokers" && len(ep.Brokers) > 0:
+			e.Value, e.Source = strings.Join(ep.Brokers, ","), "data-dir"
+		}
+	}
 }
 
 // envSource names the environment variable that sets the flag, if one is

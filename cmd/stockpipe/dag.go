@@ -53,12 +53,21 @@ func schedulerCommand() *command {
 	kf.register(c.fs, "Kafka brokers, for the health and CSV-backfill DAGs (optional)")
 	var sf schedFlags
 	sf.register(c, true)
+	var pr peer
+	pr.register(c)
 	c.run = func(rc *runCtx) error {
+		if err := pr.brokers(rc, &kf, false); err != nil {
+			return err
+		}
 		kcfg, err := optionalKafka(&kf, "stockpipe-scheduler")
 		if err != nil {
 			return err
 		}
-		pool, err := openDB(rc, *url, 8)
+		dbURL, err := pr.databaseURL(rc, *url)
+		if err != nil {
+			return err
+		}
+		pool, err := openDB(rc, dbURL, 8)
 		if err != nil {
 			return err
 		}
@@ -75,6 +84,9 @@ func runScheduler(rc *runCtx, cfg orchestrate.Config) error {
 		return err
 	}
 	if err := s.Start(rc.ctx); err != nil {
+		if rc.ctx.Err() != nil {
+			return nil // interrupted while starting: nothing to stop
+		}
 		return err
 	}
 	<-rc.ctx.Done()
@@ -107,6 +119,8 @@ func dagCommand() *command {
 	c.fs.Var(&params, "param", "run parameter k=v (repeatable)")
 	var sf schedFlags
 	sf.register(c, false)
+	var pr peer
+	pr.register(c)
 	c.run = func(rc *runCtx) error {
 		args := c.args
 		if len(args) == 0 {
@@ -126,11 +140,18 @@ func dagCommand() *command {
 		default:
 			return fmt.Errorf("dag: unknown action %q: use list, trigger, runs or backfill", verb)
 		}
+		if err := pr.brokers(rc, &kf, false); err != nil {
+			return err
+		}
 		kcfg, err := optionalKafka(&kf, "stockpipe-dag")
 		if err != nil {
 			return err
 		}
-		pool, err := openDBWithin(rc, *url, 2, *dbWait)
+		dbURL, err := pr.databaseURL(rc, *url)
+		if err != nil {
+			return err
+		}
+		pool, err := openDBWithin(rc, dbURL, 2, *dbWait)
 		if err != nil {
 			return err
 		}
@@ -241,15 +262,21 @@ func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error
 		return err
 	}
 	w := tabwriter.NewWriter(rc.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "RUN\tDAG\tLOGICAL DATE\tSTATE\tSTARTED\tTOOK\tTASKS")
+	fmt.Fprintln(w, "RUN\tDAG\tLOGICAL DATE\tSTATE\tSTARTED\tTOOK\tTASKS\tERROR")
 	for _, r := range runs {
 		_, tasks, err := s.Run(rc.ctx, r.ID)
 		if err != nil {
 			return err
 		}
 		var ts []string
+		// The first failed task's error says why the run failed: a
+		// failure, or the checks that failed with their values.
+		why := ""
 		for _, t := range tasks {
 			ts = append(ts, t.Task+":"+t.State)
+			if why == "" && t.State == orchestrate.TaskFailed {
+				why = t.Task + ": " + strings.Join(strings.Fields(t.Error), " ")
+			}
 		}
 		started, took := "-", "-"
 		if r.Started != nil {
@@ -258,7 +285,7 @@ func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error
 				took = r.Finished.Sub(*r.Started).Round(time.Millisecond).String()
 			}
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.DAG, r.LogicalDate.Format("2006-01-02 15:04"), r.State, started, took, strings.Join(ts, " "))
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.DAG, r.LogicalDate.Format("2006-01-02 15:04"), r.State, started, took, strings.Join(ts, " "), why)
 	}
 	return w.Flush()
 }

@@ -20,6 +20,8 @@ func evaluateCommand() *command {
 	tol := c.fs.Duration("tolerance", 2*time.Second, "how far apart in event time a detection and an injected anomaly may be and still match")
 	jsonOut := c.fs.Bool("json", false, "print JSON instead of a table")
 	dbWait := c.fs.Duration("db-wait", time.Minute, "how long to wait for an unreachable PostgreSQL before giving up (0 = until interrupted)")
+	var pr peer
+	pr.register(c)
 	c.run = func(rc *runCtx) error {
 		if *truthPath == "" {
 			return errors.New("--truth is required (the file 'stockpipe generate --truth FILE' wrote)")
@@ -31,7 +33,11 @@ func evaluateCommand() *command {
 		if len(truth) == 0 {
 			return fmt.Errorf("--truth %s holds no anomalies", *truthPath)
 		}
-		pool, err := openDBWithin(rc, *url, 2, *dbWait)
+		dbURL, err := pr.databaseURL(rc, *url)
+		if err != nil {
+			return err
+		}
+		pool, err := openDBWithin(rc, dbURL, 2, *dbWait)
 		if err != nil {
 			return err
 		}

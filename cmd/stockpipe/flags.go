@@ -126,3 +126,56 @@ func (c *command) logger(w io.Writer) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-format %q: use text or json", c.logFormat)
 	}
 }
+
+// byteSize is a flag holding a number of bytes, written with an optional
+// unit: 500MB, 5GB, 2GiB (KB, MB, GB, TB are powers of 1000; KiB, MiB,
+// GiB, TiB of 1024).
+type byteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+func (b *byteSize) Set(s string) error {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	var n float64
+	if _, err := fmt.Sscan(s, &n); err != nil || n < 0 || n*float64(mult) > 1<<62 {
+		return fmt.Errorf("%q is not a size such as 500MB or 5GB", s)
+	}
+	*b = byteSize(n * float64(mult))
+	return nil
+}
+
+func (b byteSize) String() string {
+	switch v := int64(b); {
+	case v >= 1e9 && v%1e9 == 0:
+		return fmt.Sprintf("%dGB", v/1e9)
+	case v >= 1e6 && v%1e6 == 0:
+		return fmt.Sprintf("%dMB", v/1e6)
+	}
+	return fmt.Sprintf("%dB", int64(b))
+}
+
+// humanBytes writes n bytes for a person: 3.2 GB, 640 MB.
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1e12:
+		return fmt.Sprintf("%.1f TB", float64(n)/1e12)
+	case n >= 1e9:
+		return fmt.Sprintf("%.1f GB", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.0f MB", float64(n)/1e6)
+	}
+	return fmt.Sprintf("%d kB", n/1000)
+}

@@ -149,7 +149,12 @@ func generateCommand() *command {
 	g.register(c, 2000)
 	g.registerBatch(c)
 	partitions := c.fs.Int("partitions", 6, "partitions of the ticks topic if it has to be created")
+	var pr peer
+	pr.register(c)
 	c.run = func(rc *runCtx) error {
+		if err := pr.brokers(rc, &kf, true); err != nil {
+			return err
+		}
 		kcfg, err := kf.config("stockpipe-generate")
 		if err != nil {
 			return err

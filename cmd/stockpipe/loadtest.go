@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stockpipe/stockpipe/internal/datadir"
 	"github.com/stockpipe/stockpipe/internal/loadtest"
 )
 
@@ -35,6 +36,13 @@ func loadtestCommand() *command {
 	faults := c.fs.Float64("faults", 0, "soak: probability 0..0.5 that a record is a fault (duplicate, late, malformed, invalid…)")
 	memLimit := c.fs.String("processor-memory-limit", "", "soak: run the processor with this Go soft memory limit (GOMEMLIMIT, e.g. 128MiB)")
 	c.run = func(rc *runCtx) error {
+		if *dataDir != "" {
+			lock, err := datadir.Acquire(*dataDir, "loadtest")
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
+		}
 		if *soak != 0 {
 			return runSoak(rc, loadtest.SoakConfig{Duration: *soak, Rate: *rate, Symbols: *symbols, Faults: *faults,
 				KillEvery: *killEvery, DataDir: *dataDir, Logger: rc.log}, *memLimit, *asJSON)

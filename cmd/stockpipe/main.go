@@ -24,6 +24,11 @@ type runCtx struct {
 	log    *slog.Logger
 	stdout io.Writer
 	stderr io.Writer
+	cmd    *command // the parsed command line, for where each flag came from
+	// dbFrom says where the database URL came from when that is not the
+	// command line ("DATABASE_URL", "the stockpipe up running on ./data"),
+	// for messages about the database.
+	dbFrom string
 }
 
 func commands() []*command {
@@ -54,6 +59,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout, cmds)
 		return 0
 	}
+	if args[0] == "--version" || args[0] == "-version" || args[0] == "version" {
+		fmt.Fprintln(stdout, "stockpipe", version())
+		return 0
+	}
 	var cmd *command
 	for _, c := range cmds {
 		if c.name == args[0] {
@@ -78,7 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := cmd.run(&runCtx{ctx: ctx, log: log, stdout: stdout, stderr: stderr}); err != nil {
+	if err := cmd.run(&runCtx{ctx: ctx, log: log, stdout: stdout, stderr: stderr, cmd: cmd}); err != nil {
 		fmt.Fprintf(stderr, "stockpipe %s: %v\n", cmd.name, err)
 		return 1
 	}
@@ -92,6 +101,6 @@ func usage(w io.Writer, cmds []*command) {
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'stockpipe <command> --help' for a command's flags. Every flag can also be set")
+	fmt.Fprintln(w, "\nRun 'stockpipe <command> --help' for a command's flags, 'stockpipe --version' for the version. Every flag can also be set")
 	fmt.Fprintln(w, "from the environment as STOCKPIPE_<FLAG> (DATABASE_URL works for --database-url).")
 }

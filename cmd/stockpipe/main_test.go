@@ -142,8 +142,15 @@ func (b *syncBuffer) tail(n int) string {
 // when the test ends, and its output's end is logged if the test failed.
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startEnv(t, nil, args...)
+}
+
+// startEnv is start with extra environment variables (KEY=value) for the
+// process.
+func startEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), asCLI+"=1")
+	cmd.Env = append(append(os.Environ(), asCLI+"=1"), env...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -10,8 +10,14 @@ func migrateCommand() *command {
 		"stockpipe migrate --database-url postgres://stockpipe@127.0.0.1:5432/stockpipe")
 	url := c.fs.String("database-url", "", "PostgreSQL URL (or DATABASE_URL)")
 	dbWait := c.fs.Duration("db-wait", time.Minute, "how long to wait for an unreachable PostgreSQL before giving up (0 = until interrupted)")
+	var pr peer
+	pr.register(c)
 	c.run = func(rc *runCtx) error {
-		pool, err := openDBWithin(rc, *url, 2, *dbWait)
+		dbURL, err := pr.databaseURL(rc, *url)
+		if err != nil {
+			return err
+		}
+		pool, err := openDBWithin(rc, dbURL, 2, *dbWait)
 		if err != nil {
 			return err
 		}

@@ -58,12 +58,21 @@ func processCommand() *command {
 	var pf processFlags
 	pf.register(c)
 	opsAddr := c.fs.String("http", "", "serve /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:8051), and /debug/pprof/ if it is a loopback one; off by default")
+	var pr peer
+	pr.register(c)
 	c.run = func(rc *runCtx) error {
+		if err := pr.brokers(rc, &kf, true); err != nil {
+			return err
+		}
 		kcfg, err := kf.config("stockpipe-process")
 		if err != nil {
 			return err
 		}
-		pool, err := openDB(rc, *url, 4)
+		dbURL, err := pr.databaseURL(rc, *url)
+		if err != nil {
+			return err
+		}
+		pool, err := openDB(rc, dbURL, 4)
 		if err != nil {
 			return err
 		}

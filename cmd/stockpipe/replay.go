@@ -23,12 +23,17 @@ func replayCommand() *command {
 	speed := c.fs.Float64("speed", 0, "simulated seconds per wall-clock second; 0 = as fast as possible")
 	skipBad := c.fs.Bool("skip-bad", false, "skip and count bad rows instead of stopping at the first")
 	partitions := c.fs.Int("partitions", 6, "partitions of the ticks topic if it has to be created")
+	var pr peer
+	pr.register(c)
 	c.run = func(rc *runCtx) error {
 		if *file == "" {
 			return errors.New("--file is required (a CSV exported from Yahoo Finance or yfinance)")
 		}
 		if *speed < 0 {
 			return errors.New("--speed must be 0 (as fast as possible) or above")
+		}
+		if err := pr.brokers(rc, &kf, true); err != nil {
+			return err
 		}
 		kcfg, err := kf.config("stockpipe-replay")
 		if err != nil {

@@ -16,9 +16,6 @@ import (
 	"github.com/stockpipe/stockpipe/internal/web"
 )
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 func serveCommand() *command {
 	c := newCommand("serve", "serve the live dashboard and JSON API",
 		"stockpipe serve --database-url postgres://stockpipe@127.0.0.1:5432/stockpipe --brokers 127.0.0.1:9092")
@@ -30,18 +27,26 @@ func serveCommand() *command {
 	group := c.fs.String("group", "stockpipe", "the processors' consumer group, for lag")
 	var sf schedFlags
 	sf.register(c, true)
+	var pr peer
+	pr.register(c)
 	c.run = func(rc *runCtx) error {
 		if err := hf.check(); err != nil {
 			return err
 		}
+		if err := pr.brokers(rc, &kf, false); err != nil {
+			return err
+		}
+		dbURL, err := pr.databaseURL(rc, *url)
+		if err != nil {
+			return err
+		}
 		var kcfg kafka.Config
 		if kf.brokers != "" {
-			var err error
 			if kcfg, err = kf.config("stockpipe-serve"); err != nil {
 				return err
 			}
 		}
-		pool, err := openDB(rc, *url, 16)
+		pool, err := openDB(rc, dbURL, 16)
 		if err != nil {
 			return err
 		}
@@ -124,7 +129,7 @@ func brokerCheck(kcfg kafka.Config) web.Check {
 
 // serveHTTP runs the dashboard on ln until rc.ctx ends.
 func serveHTTP(rc *runCtx, cfg web.Config, ln net.Listener) error {
-	cfg.Logger, cfg.Version = rc.log, version
+	cfg.Logger, cfg.Version = rc.log, version()
 	srv, err := web.New(cfg)
 	if err != nil {
 		ln.Close()

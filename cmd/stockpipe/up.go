@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
+	"github.com/stockpipe/stockpipe/internal/datadir"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/pgembed"
@@ -19,42 +21,86 @@ import (
 	"github.com/stockpipe/stockpipe/internal/web"
 )
 
+// upPGPort is the embedded PostgreSQL's port under up, so that the
+// database URL in the README and in a person's notes stays valid.
+const upPGPort = 54329
+
+// upRetention is how long up keeps raw ticks (and the broker its records)
+// unless told otherwise: candles are kept for good, so charts look back
+// over every day; raw ticks for six hours keep a laptop running make run
+// for days within the bound the README states.
+const upRetention = 6 * time.Hour
+
 func upCommand() *command {
 	c := newCommand("up", "run everything in one process: broker, PostgreSQL, generator and processor",
 		"stockpipe up --data-dir ./data --rate 2000")
-	dataDir := c.fs.String("data-dir", "./data", "where the embedded broker and PostgreSQL keep their data")
-	var kf kafkaFlags
-	kf.register(c.fs, "use this Kafka cluster instead of the embedded broker")
-	url := c.fs.String("database-url", "", "use this PostgreSQL instead of the embedded one (or DATABASE_URL)")
-	var hf httpFlags
-	hf.register(c)
-	listen := c.fs.String("broker-listen", "127.0.0.1:9092", "address of the embedded broker (a free port is used if this one is taken)")
-	partitions := c.fs.Int("partitions", 6, "partitions of the ticks topic when it is created")
-	var g genFlags
-	g.register(c, 2000)
-	var pf processFlags
-	pf.register(c)
-	var sf schedFlags
-	sf.register(c, false)
+	var cfg upConfig
+	c.fs.StringVar(&cfg.dataDir, "data-dir", "./data", "where the embedded broker and PostgreSQL keep their data; one stockpipe up (or broker) per directory")
+	cfg.kf.register(c.fs, "use this Kafka cluster instead of the embedded broker")
+	c.fs.StringVar(&cfg.dbURL, "database-url", "", "use this PostgreSQL instead of the embedded one (or DATABASE_URL)")
+	cfg.hf.register(c)
+	c.fs.StringVar(&cfg.listen, "broker-listen", "127.0.0.1:9092", "address of the embedded broker (a free port is used if this one is taken)")
+	c.fs.IntVar(&cfg.pgPort, "pg-port", upPGPort, "port of the embedded PostgreSQL on 127.0.0.1 (a free one is used, with a warning, if this one is taken)")
+	c.fs.IntVar(&cfg.partitions, "partitions", 6, "partitions of the ticks topic when it is created")
+	cfg.minFree = 5e9
+	c.fs.Var(&cfg.minFree, "min-free-disk", "warn when the disk of --data-dir has less free space than this (e.g. 5GB)")
+	cfg.g.register(c, 2000)
+	cfg.pf.register(c)
+	cfg.sf.register(c, false)
 	c.run = func(rc *runCtx) error {
-		sf.partitions = *partitions
-		g.speed, g.resume = 1, true
-		if err := g.check(); err != nil {
+		cfg.sf.partitions = cfg.partitions
+		cfg.g.speed, cfg.g.resume = 1, true
+		if !c.given("retention") {
+			cfg.sf.retention = upRetention
+		}
+		if err := cfg.g.check(); err != nil {
 			return err
 		}
-		if err := hf.check(); err != nil {
+		if err := cfg.hf.check(); err != nil {
 			return err
 		}
-		return runUp(rc, *dataDir, &kf, *url, *listen, &hf, int32(*partitions), &g, &pf, &sf)
+		return runUp(rc, &cfg)
 	}
 	return c
 }
 
-func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf *httpFlags, partitions int32, g *genFlags, pf *processFlags, sf *schedFlags) error {
+// upConfig is up's command line.
+type upConfig struct {
+	dataDir    string
+	kf         kafkaFlags
+	dbURL      string
+	hf         httpFlags
+	listen     string
+	pgPort     int
+	partitions int
+	minFree    byteSize
+	g          genFlags
+	pf         processFlags
+	sf         schedFlags
+}
+
+func runUp(rc *runCtx, cfg *upConfig) error {
+	// Nothing is touched before the data directory is ours: a second up
+	// on it must leave the first one's broker and database alone.
+	lock, err := datadir.Acquire(cfg.dataDir, "up")
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+
+	// A component that fails stops the whole pipeline, with its reason.
+	ctx, fail := context.WithCancelCause(rc.ctx)
+	defer fail(nil)
+	urc := *rc
+	urc.ctx = ctx
+	rc = &urc
+
 	metrics := telemetry.New()
 	started := time.Now()
+	dbURL := cfg.dbURL
 	if dbURL == "" {
-		pg, err := pgembed.Start(rc.ctx, pgembed.Config{Dir: filepath.Join(dataDir, "postgres"), Logger: rc.log})
+		pg, err := pgembed.Start(rc.ctx, pgembed.Config{Dir: filepath.Join(cfg.dataDir, "postgres"), Port: cfg.pgPort,
+			PortFallback: true, Logger: rc.log})
 		if err != nil {
 			return err
 		}
@@ -65,15 +111,27 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 				rc.log.Error("stopping PostgreSQL", "err", err)
 			}
 		}()
+		go func() {
+			if err := pg.Supervise(rc.ctx, time.Second); err != nil {
+				rc.log.Error("stopping: the embedded PostgreSQL is gone", "err", err)
+				fail(err)
+			}
+		}()
 		dbURL = pg.URL()
+	} else if env := rc.cmd.source("database-url"); env != "" {
+		rc.dbFrom = env
+		rc.log.Warn(fmt.Sprintf("using the database from %s instead of the embedded PostgreSQL; unset %s (or pass --database-url '') to run the embedded one", env, env),
+			"url", store.Redact(dbURL))
 	}
 	var kcfg kafka.Config
-	if kf.brokers == "" {
-		b, err := startBroker(rc, listen, dataDir, partitions)
+	if cfg.kf.brokers == "" {
+		// The broker keeps records as long as the database keeps ticks,
+		// which bounds the data directory's size (see the README).
+		b, err := startBroker(rc, cfg.listen, cfg.dataDir, int32(cfg.partitions), cfg.sf.retention)
 		if err != nil && isAddrInUse(err) {
-			rc.log.Warn("broker address taken; using a free port", "address", listen)
-			host, _, _ := net.SplitHostPort(listen)
-			b, err = startBroker(rc, net.JoinHostPort(host, "0"), dataDir, partitions)
+			rc.log.Warn("broker address taken; using a free port", "address", cfg.listen)
+			host, _, _ := net.SplitHostPort(cfg.listen)
+			b, err = startBroker(rc, net.JoinHostPort(host, "0"), cfg.dataDir, int32(cfg.partitions), cfg.sf.retention)
 		}
 		if err != nil {
 			return err
@@ -81,11 +139,14 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 		defer b.Close()
 		kcfg = kafka.Config{Brokers: b.Addrs(), ClientID: "stockpipe-up"}
 	} else {
-		var err error
-		if kcfg, err = kf.config("stockpipe-up"); err != nil {
+		if env := rc.cmd.source("brokers"); env != "" {
+			rc.log.Warn(fmt.Sprintf("using the Kafka brokers from %s instead of the embedded broker; unset %s to run the embedded one", env, env),
+				"brokers", cfg.kf.brokers)
+		}
+		if kcfg, err = cfg.kf.config("stockpipe-up"); err != nil {
 			return err
 		}
-		if err := ensureTopics(rc, kcfg, partitions); err != nil {
+		if err := ensureTopics(rc, kcfg, int32(cfg.partitions)); err != nil {
 			return err
 		}
 	}
@@ -95,13 +156,13 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 	}
 	defer pool.Close()
 
-	sim, closeTruth, err := g.simulator(rc, kcfg)
+	sim, closeTruth, err := cfg.g.simulator(rc, kcfg)
 	if err != nil {
 		return err
 	}
 	defer closeTruth()
 
-	pcfg := pf.config()
+	pcfg := cfg.pf.config()
 	if pcfg.InstanceID == "" {
 		// One processor per up: after a crash it takes its partitions
 		// back at once rather than waiting out the session timeout.
@@ -116,17 +177,24 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 		return err
 	}
 
-	scfg := sf.config(pool, kcfg, pcfg.Group, rc.log)
+	scfg := cfg.sf.config(pool, kcfg, pcfg.Group, rc.log)
+	scfg.Metrics = metrics // stockpipe_dag_runs_total on the dashboard's /metrics
 	sched, err := orchestrate.NewClient(scfg)
 	if err != nil {
 		return err
 	}
-	ln, err := listenHTTP(hf.addr)
+	ln, err := listenHTTP(cfg.hf.addr)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(rc.stdout, "stockpipe is up (%s)\n  dashboard: http://%s/\n  database:  %s\n  broker:    %s\n  press Ctrl-C to stop\n",
-		time.Since(started).Round(time.Millisecond), ln.Addr(), store.Redact(dbURL), kcfg.Brokers[0])
+	dashboard := "http://" + ln.Addr().String() + "/"
+	if err := lock.WriteEndpoints(datadir.Endpoints{PID: os.Getpid(), Command: "up", DatabaseURL: dbURL,
+		Brokers: kcfg.Brokers, Dashboard: dashboard, StartedAt: started.UTC()}); err != nil {
+		ln.Close()
+		return err
+	}
+	fmt.Fprintf(rc.stdout, "stockpipe is up (%s)\n  dashboard: %s\n  database:  %s\n  broker:    %s\n  press Ctrl-C to stop\n",
+		time.Since(started).Round(time.Millisecond), dashboard, store.Redact(dbURL), kcfg.Brokers[0])
 
 	var (
 		wg       sync.WaitGroup
@@ -145,10 +213,11 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 	}}}
 	wg.Go(func() {
 		webErr = serveHTTP(rc, web.Config{Pool: pool, Kafka: kcfg, Group: pcfg.Group, Metrics: metrics,
-			AuthToken: hf.token, RequireToken: !hf.loopback(), Ready: ready, Scheduler: sched}, ln)
+			AuthToken: cfg.hf.token, RequireToken: !cfg.hf.loopback(), Ready: ready, Scheduler: sched, DataDir: cfg.dataDir}, ln)
 	})
 	wg.Go(func() { procErr = proc.Run(rc.ctx) })
-	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, g.pace(rc), metrics) })
+	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, cfg.g.pace(rc), metrics) })
+	wg.Go(func() { watchDisk(rc, cfg.dataDir, int64(cfg.minFree), cfg.g.rate) })
 	var last stream.Stats
 	lastAt := time.Now()
 	stop := logEvery(rc, 5*time.Second, func() {
@@ -162,7 +231,52 @@ func runUp(rc *runCtx, dataDir string, kf *kafkaFlags, dbURL, listen string, hf 
 	wg.Wait()
 	stop()
 	rc.log.Info("stopped", "produced", produced, "stored", proc.Stats().Stored)
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
 	return errors.Join(genErr, procErr, webErr, schedErr)
+}
+
+// upBytesPerTick is what a stored tick costs on disk under up: about 175
+// bytes of table and indexes and 180 of the broker's log, measured at the
+// default rate (the README's disk section).
+const upBytesPerTick = 360
+
+// watchDisk warns while the disk holding dir has less than minFree bytes
+// free: a pipeline that fills the disk stops with PostgreSQL refusing
+// writes, which is worse to recover from than a warning heeded early.
+func watchDisk(rc *runCtx, dir string, minFree int64, rate float64) {
+	var warned time.Time
+	check := func() {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			rc.log.Debug("could not read the free disk space", "dir", dir, "err", err)
+			return
+		}
+		free := int64(st.Bavail) * int64(st.Bsize)
+		if free >= minFree {
+			warned = time.Time{}
+			return
+		}
+		if !warned.IsZero() && time.Since(warned) < 10*time.Minute {
+			return
+		}
+		warned = time.Now()
+		perHour := int64(rate * 3600 * upBytesPerTick)
+		rc.log.Warn(fmt.Sprintf("disk nearly full: %s free under %s (warning below --min-free-disk %s); at --rate %g this pipeline writes about %s an hour: free space, lower --rate or --retention, or move --data-dir",
+			humanBytes(free), dir, byteSize(minFree), rate, humanBytes(perHour)))
+	}
+	check()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-rc.ctx.Done():
+			return
+		case <-t.C:
+			check()
+		}
+	}
 }
 
 func isAddrInUse(err error) bool {
