@@ -7,6 +7,7 @@ package orchestrate
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -54,6 +55,29 @@ type TaskContext struct {
 	Pool        *pgxpool.Pool
 	Kafka       kafka.Config // zero when no brokers are configured
 	Log         *slog.Logger // lines also go to the task run's log excerpt
+
+	// The task's goroutine records checks while the engine may have given
+	// up on it (a timed-out attempt goes on running): hence the lock.
+	mu     sync.Mutex
+	checks []CheckResult
+}
+
+// RecordChecks keeps the results of the checks the task carried out with
+// its task run (task_runs.checks), whether the task then succeeds or fails,
+// so that the run shows each check. A later call replaces an earlier one's
+// results. A task whose checks fail records them and returns a
+// *ChecksFailedError.
+func (tc *TaskContext) RecordChecks(checks []CheckResult) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	tc.checks = append([]CheckResult(nil), checks...)
+}
+
+// recordedChecks returns what RecordChecks kept, or nil.
+func (tc *TaskContext) recordedChecks() []CheckResult {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.checks
 }
 
 // Deps are what the shipped DAGs need from the process.
@@ -66,4 +90,7 @@ type Deps struct {
 	Partitions int32
 	// Retention is how long raw ticks are kept; default 7 days.
 	Retention time.Duration
+	// Now is the clock the DAGs judge by whether a trading session is
+	// over; nil means time.Now.
+	Now func() time.Time
 }

@@ -33,31 +33,38 @@ const (
 )
 
 // CheckResult is one check of a quality report (quality_reports.checks) or
-// of a health check (pipeline_health.checks), stored as JSON. A check passes
-// when Value is at most Threshold, unless Detail says otherwise. A skipped
-// check (nothing to check, or no broker configured) passes.
+// of a health check (pipeline_health.checks), stored as JSON, and kept with
+// the task run that carried it out (task_runs.checks). A check passes when
+// Value compares to Threshold as Op says (at most, by default), unless
+// Detail says otherwise: a check that could not be carried out fails
+// whatever its Value. A skipped check (nothing to check, or no broker
+// configured) passes.
 type CheckResult struct {
 	Name      string  `json:"name"`
 	Passed    bool    `json:"passed"`
 	Value     float64 `json:"value"`
 	Threshold float64 `json:"threshold"`
-	Detail    string  `json:"detail"`
-	Skipped   bool    `json:"skipped,omitempty"`
+	// Unit is UnitCount (empty), UnitRatio or UnitSeconds.
+	Unit string `json:"unit,omitempty"`
+	// Op is AtMost (or empty) or Equal.
+	Op      string `json:"op,omitempty"`
+	Detail  string `json:"detail"`
+	Skipped bool   `json:"skipped,omitempty"`
 }
 
 // Shipped returns the DAGs stockpipe ships:
 //
 //   - market_close (weekdays 16:30 New York): daily_candles builds the 1d
 //     candles of the trading date from its 1m candles, with indicators;
-//     quality_checks writes the date's quality_reports row; anomaly_summary
-//     counts the date's anomalies per symbol and kind into
-//     anomaly_summaries.
-//   - retention (daily 02:15 New York): drop_old_ticks deletes ticks and
+//     then quality_checks writes the date's quality_reports row (and fails
+//     when a check fails) and, beside it, anomaly_summary counts the date's
+//     anomalies per symbol and kind into anomaly_summaries.
+//   - retention (hourly, at a quarter past): drop_old_ticks deletes ticks and
 //     rejected records older than the retention in batches, keeping
 //     candles; vacuum_analyze then vacuums and analyses the tables.
 //   - pipeline_health (every 5 minutes, UTC): check records the broker,
 //     topics, consumer lag, newest tick's age and dead-letter rate in
-//     pipeline_health.
+//     pipeline_health (and fails when a check fails).
 //   - backfill (manual): recompute rebuilds one symbol's 1m and 5m candles
 //     over a range of dates from the stored ticks, or replays a CSV file
 //     into the ticks topic.
@@ -75,6 +82,9 @@ func Shipped(d Deps) []DAG {
 	}
 	if d.Group == "" {
 		d.Group = "stockpipe"
+	}
+	if d.Now == nil {
+		d.Now = time.Now
 	}
 	s := &shipped{d: d, ny: ny}
 	return []DAG{
@@ -95,14 +105,18 @@ func Shipped(d Deps) []DAG {
 			Tasks: []Task{
 				{Name: "daily_candles", Run: s.dailyCandles, Retries: 2, Timeout: 15 * time.Minute},
 				{Name: "quality_checks", Deps: []string{"daily_candles"}, Run: s.qualityChecks, Retries: 2, Timeout: 30 * time.Minute},
-				{Name: "anomaly_summary", Deps: []string{"quality_checks"}, Run: s.anomalySummary, Retries: 2, Timeout: 10 * time.Minute},
+				// The summary needs the date's data, not its verdict: it runs
+				// whatever the quality checks find.
+				{Name: "anomaly_summary", Deps: []string{"daily_candles"}, Run: s.anomalySummary, Retries: 2, Timeout: 10 * time.Minute},
 			},
 		},
 		{
 			Name: DAGRetention,
 			Description: "Deletes raw ticks and rejected records older than the retention " +
 				"(candles are kept), then vacuums and analyses the tables.",
-			Schedule: "15 2 * * *",
+			// Hourly, so that a short retention (up keeps six hours)
+			// bounds the tables closely.
+			Schedule: "15 * * * *",
 			Location: ny,
 			Params: map[string]string{
 				"retention":  d.Retention.String(),
@@ -184,6 +198,18 @@ func (s *shipped) kafkaConfig(tc *TaskContext) kafka.Config {
 // and the [start, end) of that date. The date is read in the logical date's
 // own location, so midnight New York, the same instant in UTC, and midnight
 // UTC of the date all name the same trading date.
+// sessionGrace is how long after 16:00 New York a session counts as over
+// for its 1d candle: the stream's last minute is final a few seconds after
+// the close, and a pipeline catching up needs a little more.
+const sessionGrace = 5 * time.Minute
+
+// session returns the regular session of the logical date: 09:30 to 16:00
+// New York.
+func (s *shipped) session(logical time.Time) (open, closing time.Time) {
+	y, m, d := logical.Date()
+	return time.Date(y, m, d, 9, 30, 0, 0, s.ny), time.Date(y, m, d, 16, 0, 0, 0, s.ny)
+}
+
 func (s *shipped) tradingDay(logical time.Time) (day string, start, end time.Time) {
 	y, m, d := logical.Date()
 	start = time.Date(y, m, d, 0, 0, 0, 0, s.ny)
@@ -326,31 +352,43 @@ func (s *shipped) syncIndicators(ctx context.Context, tx pgx.Tx, symbol, interva
 // market_close
 
 // dailyCandles builds the trading date's 1d candle of every symbol with 1m
-// candles that date, then brings the 1d indicators of those symbols up to
-// date. The indicators are recomputed over each symbol's whole daily series,
-// not only up to this date, so that running an earlier date after later
-// ones (a late backfill) leaves the later days' indicators right too.
+// candles in the date's regular session (09:30–16:00 New York, what the
+// daily bars of exchanges and data vendors cover; trades outside it are in
+// the 1m and 5m candles only), then brings the 1d indicators of those
+// symbols up to date. The indicators are recomputed over each symbol's
+// whole daily series, not only up to this date, so that running an earlier
+// date after later ones (a late backfill) leaves the later days' indicators
+// right too.
 //
-// All 1m candles of the date count, also ones not yet final: a symbol whose
-// partition went quiet after the close keeps its last candle forming until
-// the next tick, and its trades are still the day's.
+// A 1d candle is final only when the session ended at least sessionGrace
+// ago: a run during the session (by hand, or a backfill of today) writes
+// it with final = false, from the minutes so far, and the run after the
+// close replaces it. All 1m candles of the session count, also ones not
+// yet final: a symbol whose partition went quiet after the close keeps its
+// last candle forming until the next tick, and its trades are still the
+// day's.
 func (s *shipped) dailyCandles(ctx context.Context, tc *TaskContext) error {
 	pool, err := s.pool(tc)
 	if err != nil {
 		return err
 	}
 	log := s.log(tc)
-	day, start, end := s.tradingDay(tc.LogicalDate)
+	day, start, _ := s.tradingDay(tc.LogicalDate)
+	open, closing := s.session(tc.LogicalDate)
+	final := !s.d.Now().Before(closing.Add(sessionGrace))
 
 	var minutes, forming, symbols int64
 	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE NOT final), count(DISTINCT symbol)
-		FROM candles WHERE interval = '1m' AND bucket >= $1 AND bucket < $2`, start, end).Scan(&minutes, &forming, &symbols); err != nil {
+		FROM candles WHERE interval = '1m' AND bucket >= $1 AND bucket < $2`, open, closing).Scan(&minutes, &forming, &symbols); err != nil {
 		return fmt.Errorf("counting the 1m candles of %s: %w", day, err)
 	}
 	log.Info("building 1d candles", "date", day, "symbols", symbols, "minute_candles", minutes, "not_final", forming)
 	if minutes == 0 {
-		log.Info("no 1m candles for the date (a holiday, or no data): nothing to build", "date", day)
+		log.Info("no 1m candles in the date's session (a holiday, or no data): nothing to build", "date", day)
 		return nil
+	}
+	if !final {
+		log.Warn(fmt.Sprintf("the session of %s has not closed yet (16:00 New York): its 1d candles are written as not final, from the minutes so far; the run after the close replaces them", day))
 	}
 
 	var changed int64
@@ -368,19 +406,19 @@ func (s *shipped) dailyCandles(ctx context.Context, tc *TaskContext) error {
 			       coalesce(sum(vwap * volume) FILTER (WHERE vwap IS NOT NULL)
 			                / nullif(sum(volume) FILTER (WHERE vwap IS NOT NULL), 0)::float8,
 			                (array_agg(close ORDER BY bucket DESC))[1]),
-			       sum(trades)::bigint, true
+			       sum(trades)::bigint, $4
 			FROM candles
-			WHERE interval = '1m' AND bucket >= $1 AND bucket < $2
+			WHERE interval = '1m' AND bucket >= $2 AND bucket < $3
 			GROUP BY symbol
 			ON CONFLICT (symbol, interval, bucket) DO UPDATE SET
 				open = excluded.open, high = excluded.high, low = excluded.low, close = excluded.close,
 				volume = excluded.volume, vwap = excluded.vwap, trades = excluded.trades,
-				final = true, updated_at = now()
+				final = excluded.final, updated_at = now()
 			WHERE (candles.open, candles.high, candles.low, candles.close, candles.volume, candles.vwap,
 			       candles.trades, candles.final)
 			      IS DISTINCT FROM
 			      (excluded.open, excluded.high, excluded.low, excluded.close, excluded.volume, excluded.vwap,
-			       excluded.trades, true)`, start, end)
+			       excluded.trades, excluded.final)`, start, open, closing, final)
 		if err != nil {
 			return fmt.Errorf("upserting the 1d candles of %s: %w", day, err)
 		}
@@ -408,15 +446,18 @@ func (s *shipped) dailyCandles(ctx context.Context, tc *TaskContext) error {
 	if err != nil {
 		return err
 	}
-	log.Info("1d candles built", "date", day, "candles_changed", changed, "daily_rows_read", indRead, "indicator_rows_updated", indUpdated)
+	log.Info("1d candles built", "date", day, "final", final, "candles_changed", changed, "daily_rows_read", indRead, "indicator_rows_updated", indUpdated)
 	return nil
 }
 
 // qualityChecks checks the trading date's data and writes one
-// quality_reports row for it (replacing an earlier run's). Failed checks
-// do not fail the task: the report is the result, and retrying would not
-// change it. The task fails only when the data cannot be read or the
-// report cannot be written.
+// quality_reports row for it (replacing an earlier run's), and keeps the
+// checks with the task run. When a check fails, the report is written all
+// the same and the task then fails with a *ChecksFailedError naming the
+// failed checks: a run whose data failed its checks must not read as a
+// success. That failure is not retried, since a retry would measure the
+// same data; failing to read the data or to write the report is an error
+// like any other, and retried.
 func (s *shipped) qualityChecks(ctx context.Context, tc *TaskContext) error {
 	pool, err := s.pool(tc)
 	if err != nil {
@@ -595,18 +636,11 @@ func (s *shipped) qualityChecks(ctx context.Context, tc *TaskContext) error {
 			rate = float64(rejected) / float64(rejected+ticks)
 		}
 		checks = append(checks, CheckResult{Name: "reject_rate", Passed: rate <= maxReject,
-			Value: rate, Threshold: maxReject,
+			Value: rate, Threshold: maxReject, Unit: UnitRatio,
 			Detail: fmt.Sprintf("%d record(s) rejected and %d tick(s) stored on the date", rejected, ticks)})
 	}
 
-	passed := true
-	var failed []string
-	for _, c := range checks {
-		if !c.Passed {
-			passed = false
-			failed = append(failed, c.Name)
-		}
-	}
+	failed := verdict("quality", checks)
 	doc, err := json.Marshal(checks)
 	if err != nil {
 		return fmt.Errorf("encoding the quality report of %s: %w", day, err)
@@ -614,14 +648,14 @@ func (s *shipped) qualityChecks(ctx context.Context, tc *TaskContext) error {
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO quality_reports (date, run_at, passed, checks) VALUES ($1::date, now(), $2, $3)
 		ON CONFLICT (date) DO UPDATE SET run_at = excluded.run_at, passed = excluded.passed, checks = excluded.checks`,
-		day, passed, doc); err != nil {
+		day, failed == nil, doc); err != nil {
 		return fmt.Errorf("storing the quality report of %s: %w", day, err)
 	}
-	if passed {
-		log.Info("quality checks passed", "date", day, "checks", len(checks))
-	} else {
-		log.Warn("quality checks failed", "date", day, "failed", strings.Join(failed, ","))
+	tc.RecordChecks(checks)
+	if failed != nil {
+		return fmt.Errorf("quality report of %s: %w", day, failed)
 	}
+	log.Info("quality checks passed", "date", day, "checks", len(checks))
 	return nil
 }
 
@@ -689,11 +723,14 @@ func (s *shipped) retentionCutoff(tc *TaskContext) (time.Time, time.Duration, er
 	if keep <= 0 {
 		return time.Time{}, 0, errors.New("retention must be positive")
 	}
-	_, start, _ := s.tradingDay(tc.LogicalDate)
+	// Whole days count from midnight New York, so each of a day's hourly
+	// runs keeps the same calendar days; a shorter retention (up's six
+	// hours) counts back from the run's own slot.
 	if keep%(24*time.Hour) == 0 {
+		_, start, _ := s.tradingDay(tc.LogicalDate)
 		return start.AddDate(0, 0, -int(keep/(24*time.Hour))), keep, nil
 	}
-	return start.Add(-keep), keep, nil
+	return tc.LogicalDate.Add(-keep), keep, nil
 }
 
 // dropOldTicks deletes ticks with ts, and rejected records with
@@ -803,12 +840,14 @@ func (s *shipped) vacuumAnalyze(ctx context.Context, tc *TaskContext) error {
 // ---------------------------------------------------------------------------
 // pipeline_health
 
-// healthCheck records one pipeline_health row for the run's logical time.
-// An unhealthy pipeline is a successful run with healthy = false: the row
-// is the result, and the task fails (and is retried) only when the row
-// cannot be written. Each check that cannot be carried out counts as
-// failed, with the reason in its detail. With no brokers configured the
-// Kafka checks are skipped (and pass).
+// healthCheck records one pipeline_health row for the run's logical time,
+// and keeps the checks with the task run. An unhealthy pipeline is a failed
+// run: the row (healthy = false) is written first, then the task fails with
+// a *ChecksFailedError naming the failed checks, which is not retried (the
+// next scheduled run checks again). Failing to write the row is an error
+// that is retried. Each check that cannot be carried out counts as failed,
+// with the reason in its detail. With no brokers configured the Kafka
+// checks are skipped (and pass).
 func (s *shipped) healthCheck(ctx context.Context, tc *TaskContext) error {
 	pool, err := s.pool(tc)
 	if err != nil {
@@ -836,7 +875,7 @@ func (s *shipped) healthCheck(ctx context.Context, tc *TaskContext) error {
 	// those: the same as max(ingested_at) whenever ticks arrive in event
 	// time order, as live ticks do.
 	{
-		c := CheckResult{Name: "tick_age", Threshold: maxAge.Seconds()}
+		c := CheckResult{Name: "tick_age", Threshold: maxAge.Seconds(), Unit: UnitSeconds}
 		var age *float64
 		var last *time.Time
 		err := pool.QueryRow(ctx, `
@@ -862,7 +901,7 @@ func (s *shipped) healthCheck(ctx context.Context, tc *TaskContext) error {
 	// event times, and while it runs any rejection counts against few
 	// ticks.
 	{
-		c := CheckResult{Name: "dlq_rate", Threshold: maxDLQ}
+		c := CheckResult{Name: "dlq_rate", Threshold: maxDLQ, Unit: UnitRatio}
 		var rejected, ticks int64
 		err := pool.QueryRow(ctx, `
 			SELECT (SELECT count(*) FROM rejected_ticks WHERE received_at > now() - interval '5 minutes'),
@@ -879,14 +918,7 @@ func (s *shipped) healthCheck(ctx context.Context, tc *TaskContext) error {
 		checks = append(checks, c)
 	}
 
-	healthy := true
-	var failed []string
-	for _, c := range checks {
-		if !c.Passed {
-			healthy = false
-			failed = append(failed, c.Name)
-		}
-	}
+	failed := verdict("health", checks)
 	doc, err := json.Marshal(checks)
 	if err != nil {
 		return fmt.Errorf("encoding the health checks: %w", err)
@@ -895,22 +927,26 @@ func (s *shipped) healthCheck(ctx context.Context, tc *TaskContext) error {
 		INSERT INTO pipeline_health (logical_time, checked_at, healthy, checks) VALUES ($1, now(), $2, $3)
 		ON CONFLICT (logical_time) DO UPDATE SET
 			checked_at = excluded.checked_at, healthy = excluded.healthy, checks = excluded.checks`,
-		tc.LogicalDate, healthy, doc); err != nil {
+		tc.LogicalDate, failed == nil, doc); err != nil {
 		return fmt.Errorf("recording the health check: %w", err)
 	}
-	if healthy {
-		log.Info("pipeline healthy", "checks", len(checks))
-	} else {
-		log.Warn("pipeline unhealthy", "failed", strings.Join(failed, ","))
+	tc.RecordChecks(checks)
+	if failed != nil {
+		return fmt.Errorf("pipeline health at %s: %w", tc.LogicalDate.UTC().Format(time.RFC3339), failed)
 	}
+	log.Info("pipeline healthy", "checks", len(checks))
 	return nil
 }
 
 // kafkaChecks returns the broker, topics and consumer_lag checks.
 func (s *shipped) kafkaChecks(ctx context.Context, tc *TaskContext, maxLag int64) []CheckResult {
 	const timeout = 10 * time.Second
-	broker := CheckResult{Name: "broker", Threshold: timeout.Seconds()}
+	broker := CheckResult{Name: "broker", Threshold: timeout.Seconds(), Unit: UnitSeconds}
 	topics := CheckResult{Name: "topics", Threshold: float64(s.d.Partitions)}
+	if s.d.Partitions > 0 {
+		// Without an expected count any count passes; with one, only it.
+		topics.Op = Equal
+	}
 	lag := CheckResult{Name: "consumer_lag", Threshold: float64(maxLag)}
 	cfg := s.kafkaConfig(tc)
 	if len(cfg.Brokers) == 0 {

@@ -190,21 +190,41 @@ func (e *dagsEnv) runTask(dag, task string, logical time.Time, params map[string
 	return d.Tasks[i].Run(ctx, tc)
 }
 
-// run runs every task of a DAG in dependency order.
+// run runs every task of a DAG in dependency order and fails the test if
+// any task fails, its checks included.
 func (e *dagsEnv) run(dag string, logical time.Time, params map[string]string) {
 	e.t.Helper()
+	if err := e.runChecked(dag, logical, params); err != nil {
+		e.t.Fatalf("%s for %s: %v", dag, logical.Format(time.DateOnly), err)
+	}
+}
+
+// runChecked runs every task of a DAG in dependency order, as the engine
+// would: a task whose checks fail does not stop the tasks that do not
+// depend on it, and its *ChecksFailedError is returned (joined with any
+// other's). Any other error fails the test.
+func (e *dagsEnv) runChecked(dag string, logical time.Time, params map[string]string) error {
+	e.t.Helper()
 	done := map[string]bool{}
+	var verdicts []error
+next:
 	for _, task := range e.dags[dag].Tasks {
 		for _, dep := range task.Deps {
 			if !done[dep] {
-				e.t.Fatalf("%s.%s runs before its dependency %s", dag, task.Name, dep)
+				continue next
 			}
 		}
-		if err := e.runTask(dag, task.Name, logical, params); err != nil {
+		err := e.runTask(dag, task.Name, logical, params)
+		if err != nil && !errors.Is(err, ErrChecksFailed) {
 			e.t.Fatalf("%s.%s for %s: %v", dag, task.Name, logical.Format(time.DateOnly), err)
+		}
+		if err != nil {
+			verdicts = append(verdicts, err)
+			continue
 		}
 		done[task.Name] = true
 	}
+	return errors.Join(verdicts...)
 }
 
 type dagsLogWriter struct{ t *testing.T }
@@ -262,7 +282,7 @@ func (e *dagsEnv) checks(doc []byte) map[string]CheckResult {
 func TestDAGShippedDefinitions(t *testing.T) {
 	dags := Shipped(Deps{})
 	want := map[string]string{
-		DAGMarketClose: "30 16 * * 1-5", DAGRetention: "15 2 * * *", DAGPipelineHealth: "*/5 * * * *", DAGBackfill: "",
+		DAGMarketClose: "30 16 * * 1-5", DAGRetention: "15 * * * *", DAGPipelineHealth: "*/5 * * * *", DAGBackfill: "",
 	}
 	if len(dags) != len(want) {
 		t.Fatalf("%d DAGs, want %d", len(dags), len(want))
@@ -431,8 +451,20 @@ func TestDAGMarketClose(t *testing.T) {
 		WHERE symbol = 'AAPL' AND interval = '5m' AND bucket = '2026-11-02 15:00:00+00'`); n != 1 {
 		t.Fatalf("updated %d candles", n)
 	}
-	if err := e.runTask(DAGMarketClose, "quality_checks", day, nil); err != nil {
-		t.Fatal(err)
+	// The report is written, and the task fails naming each failed check
+	// with its value against its threshold.
+	err := e.runTask(DAGMarketClose, "quality_checks", day, nil)
+	var verdict *ChecksFailedError
+	if !errors.As(err, &verdict) {
+		t.Fatalf("quality checks over planted faults returned %v, want a *ChecksFailedError", err)
+	}
+	const wantMsg = "quality report of 2026-11-02: 4 of 5 quality checks failed: missing_minutes 3 > 0; seq_order 1 > 0; " +
+		"ohlc_consistency 1 > 0; candles_match_ticks 2 > 0"
+	if err.Error() != wantMsg {
+		t.Errorf("error\n %q\nwant\n %q", err, wantMsg)
+	}
+	if len(verdict.Checks) != 5 || len(verdict.Failed()) != 4 {
+		t.Errorf("verdict carries %d checks, %d failed; want 5 and 4", len(verdict.Checks), len(verdict.Failed()))
 	}
 	passed, checks = e.report("2026-11-02")
 	if passed {
@@ -462,6 +494,15 @@ func TestDAGMarketClose(t *testing.T) {
 	if c := checks["seq_order"]; !strings.Contains(c.Detail, "XOM 1") || !strings.Contains(c.Detail, "primary key") {
 		t.Errorf("seq_order detail %q", c.Detail)
 	}
+	// The anomaly summary does not wait for the verdict: written afresh,
+	// it is what it was.
+	e.exec(`DELETE FROM anomaly_summaries`)
+	if err := e.runChecked(DAGMarketClose, day, nil); !errors.Is(err, ErrChecksFailed) {
+		t.Errorf("the DAG over planted faults returned %v, want failed checks", err)
+	}
+	if got := e.dump(dumpSummary); !slices.Equal(got, summary) {
+		t.Errorf("the anomaly summary was not rewritten when the quality checks failed")
+	}
 	// Thresholds are parameters.
 	if err := e.runTask(DAGMarketClose, "quality_checks", day, map[string]string{
 		"max_missing_minutes": "3", "max_seq_regressions": "1", "max_ohlc_errors": "1", "max_candle_mismatches": "2",
@@ -475,10 +516,13 @@ func TestDAGMarketClose(t *testing.T) {
 		t.Error("a bad threshold was accepted")
 	}
 
-	// Without the date's ticks (retention), candles are not reconciled.
+	// Without the date's ticks (retention), candles are not reconciled;
+	// every stored record of the date is then a rejected one.
 	e.exec(`DELETE FROM ticks`)
-	if err := e.runTask(DAGMarketClose, "quality_checks", day, nil); err != nil {
-		t.Fatal(err)
+	err = e.runTask(DAGMarketClose, "quality_checks", day, nil)
+	if !errors.As(err, &verdict) || !strings.Contains(err.Error(), "reject_rate 100% > 5%") ||
+		strings.Contains(err.Error(), "candles_match_ticks") {
+		t.Errorf("without ticks: %v", err)
 	}
 	if _, checks = e.report("2026-11-02"); !checks["candles_match_ticks"].Skipped || !checks["candles_match_ticks"].Passed {
 		t.Errorf("without ticks: %+v", checks["candles_match_ticks"])
@@ -619,6 +663,18 @@ func TestDAGRetention(t *testing.T) {
 	if n := e.count(`SELECT count(*) FROM ticks`); n != lastDay || n == 0 {
 		t.Errorf("a retention of 30m left %d ticks, want the %d of the logical date", n, lastDay)
 	}
+	// An hourly run with a retention shorter than a day (up's) counts back
+	// from its own slot: at 15:35 New York, six hours keep 09:35 on.
+	slot := time.Date(2026, 11, 7, 15, 35, 0, 0, dagsNY)
+	since := slot.Add(-6 * time.Hour)
+	recent := e.count(`SELECT count(*) FROM ticks WHERE ts >= $1`, since)
+	if recent == 0 || recent == lastDay {
+		t.Fatalf("fixture: %d of the last day's %d ticks after %v", recent, lastDay, since)
+	}
+	e.run(DAGRetention, slot, map[string]string{"retention": "6h"})
+	if n := e.count(`SELECT count(*) FROM ticks`); n != recent {
+		t.Errorf("6h at %v left %d ticks, want the %d since %v", slot, n, recent, since)
+	}
 	if err := e.runTask(DAGRetention, "drop_old_ticks", logical, map[string]string{"batch_size": "0"}); err == nil {
 		t.Error("batch_size 0 was accepted")
 	}
@@ -655,10 +711,15 @@ func TestDAGPipelineHealthWithoutBrokers(t *testing.T) {
 	}
 
 	// Stale ticks and a burst of dead letters make an unhealthy result,
-	// which is still a successful run, recorded over the same row.
+	// recorded over the same row, and a failed task that names them.
 	e.exec(`UPDATE ticks SET ingested_at = now() - interval '1 hour'`)
 	e.exec(`INSERT INTO rejected_ticks (topic, partition, "offset", reason) SELECT 'ticks', 0, g, 'malformed_json' FROM generate_series(1, 10) g`)
-	e.run(DAGPipelineHealth, logical, nil)
+	err := e.runChecked(DAGPipelineHealth, logical, nil)
+	var verdict *ChecksFailedError
+	if !errors.As(err, &verdict) || !strings.Contains(err.Error(), "2 of 5 health checks failed: tick_age 36") ||
+		!strings.Contains(err.Error(), "s > 300s; dlq_rate 100% > 5%") {
+		t.Errorf("stale and rejecting pipeline: %v", err)
+	}
 	if err := e.pool.QueryRow(context.Background(),
 		`SELECT healthy, checks FROM pipeline_health WHERE logical_time = $1`, logical).Scan(&healthy, &doc); err != nil {
 		t.Fatal(err)
@@ -692,13 +753,18 @@ func TestDAGPipelineHealthAndReplayWithBroker(t *testing.T) {
 	e := newDagsEnv(t, Deps{Kafka: kcfg, Group: "g", Partitions: 3})
 	e.simulate(session{start: time.Date(2026, 11, 2, 14, 30, 0, 0, time.UTC), dur: time.Minute, rate: 20, seed: 4})
 
+	// health runs the check; the row says healthy exactly when the task
+	// succeeds.
 	health := func(logical time.Time) (bool, map[string]CheckResult) {
 		t.Helper()
-		e.run(DAGPipelineHealth, logical, nil)
+		verdict := e.runChecked(DAGPipelineHealth, logical, nil)
 		var healthy bool
 		var doc []byte
 		if err := e.pool.QueryRow(ctx, `SELECT healthy, checks FROM pipeline_health WHERE logical_time = $1`, logical).Scan(&healthy, &doc); err != nil {
 			t.Fatal(err)
+		}
+		if healthy != (verdict == nil) {
+			t.Errorf("healthy=%v but the task returned %v", healthy, verdict)
 		}
 		return healthy, e.checks(doc)
 	}
@@ -737,6 +803,9 @@ func TestDAGPipelineHealthAndReplayWithBroker(t *testing.T) {
 	if healthy || checks["consumer_lag"].Passed || !checks["broker"].Passed || !checks["topics"].Passed || checks["topics"].Value != 3 {
 		t.Errorf("before any commit: healthy=%v %+v", healthy, checks)
 	}
+	if c := checks["consumer_lag"]; c.Summary() != "consumer_lag: "+c.Detail || !strings.Contains(c.Detail, "group g") {
+		t.Errorf("an unmeasured lag is summarised as %q", c.Summary())
+	}
 	// Once the group has consumed everything, it is healthy.
 	commit := kadm.Offsets{}
 	ends.Each(func(o kadm.ListedOffset) {
@@ -755,7 +824,10 @@ func TestDAGPipelineHealthAndReplayWithBroker(t *testing.T) {
 	for _, d := range Shipped(e2.deps) {
 		e2.dags[d.Name] = d
 	}
-	e2.run(DAGPipelineHealth, time.Date(2026, 11, 25, 12, 10, 0, 0, time.UTC), nil)
+	if err := e2.runChecked(DAGPipelineHealth, time.Date(2026, 11, 25, 12, 10, 0, 0, time.UTC), nil); err == nil ||
+		!strings.Contains(err.Error(), "topics 3 ≠ 6") {
+		t.Errorf("3 partitions, 6 expected: %v", err)
+	}
 	var doc []byte
 	if err := e.pool.QueryRow(ctx, `SELECT checks FROM pipeline_health WHERE logical_time = '2026-11-25 12:10:00+00'`).Scan(&doc); err != nil {
 		t.Fatal(err)
@@ -770,7 +842,10 @@ func TestDAGPipelineHealthAndReplayWithBroker(t *testing.T) {
 	for _, d := range Shipped(e3.deps) {
 		e3.dags[d.Name] = d
 	}
-	e3.run(DAGPipelineHealth, time.Date(2026, 11, 25, 12, 15, 0, 0, time.UTC), nil)
+	if err := e3.runChecked(DAGPipelineHealth, time.Date(2026, 11, 25, 12, 15, 0, 0, time.UTC), nil); err == nil ||
+		!strings.Contains(err.Error(), "broker: no broker of 127.0.0.1:1 answered") {
+		t.Errorf("unreachable broker: %v", err)
+	}
 	if err := e.pool.QueryRow(ctx, `SELECT checks FROM pipeline_health WHERE logical_time = '2026-11-25 12:15:00+00'`).Scan(&doc); err != nil {
 		t.Fatal(err)
 	}
@@ -867,5 +942,49 @@ func TestDAGBackfillRecompute(t *testing.T) {
 		if err := e.runTask(DAGBackfill, "recompute", dagsDate(2), params); err == nil {
 			t.Errorf("params %v: no error", params)
 		}
+	}
+}
+
+// TestDAGMarketCloseMidSession runs market_close during the session, as a
+// person triggering it at lunch would: the 1d candles are written as not
+// final; the run after the close replaces them with final ones. Trades
+// outside the session (the simulator trades around the clock, thinly) are
+// not in the day's bar.
+func TestDAGMarketCloseMidSession(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 2, 9, 31, 30, 0, dagsNY)
+	e := newDagsEnv(t, Deps{Now: func() time.Time { return now }})
+	// Half an hour before the open to an hour after the close.
+	e.simulate(session{start: time.Date(2026, 11, 2, 14, 0, 0, 0, time.UTC), dur: 8 * time.Hour, rate: 5, seed: 5})
+	day := dagsDate(2)
+	// The quality checks judge the whole calendar day, which this test does
+	// not shape; their verdict is not what it is about.
+	ignoreVerdict := func() {
+		t.Helper()
+		if err := e.runChecked(DAGMarketClose, day, nil); err != nil && !errors.Is(err, ErrChecksFailed) {
+			t.Fatal(err)
+		}
+	}
+	ignoreVerdict()
+	if n := e.count(`SELECT count(*) FROM candles WHERE interval = '1d' AND NOT final`); n != int64(len(dagsSymbols)) {
+		t.Fatalf("%d not-final 1d candles mid-session, want %d", n, len(dagsSymbols))
+	}
+	if n := e.count(`SELECT count(*) FROM candles WHERE interval = '1d' AND final`); n != 0 {
+		t.Fatalf("%d 1d candles final before the close", n)
+	}
+	now = time.Date(2026, 11, 2, 16, 4, 0, 0, dagsNY) // inside the grace after the close
+	ignoreVerdict()
+	if n := e.count(`SELECT count(*) FROM candles WHERE interval = '1d' AND final`); n != 0 {
+		t.Fatalf("%d 1d candles final four minutes after the close", n)
+	}
+	now = time.Date(2026, 11, 2, 16, 30, 0, 0, dagsNY)
+	ignoreVerdict()
+	if n := e.count(`SELECT count(*) FROM candles WHERE interval = '1d' AND final`); n != int64(len(dagsSymbols)) {
+		t.Fatalf("%d final 1d candles after the close, want %d", n, len(dagsSymbols))
+	}
+	session := e.count(`SELECT sum(volume) FROM candles WHERE interval = '1m' AND bucket >= '2026-11-02 14:30:00+00' AND bucket < '2026-11-02 21:00:00+00'`)
+	all := e.count(`SELECT sum(volume) FROM candles WHERE interval = '1m'`)
+	if v := e.count(`SELECT sum(volume) FROM candles WHERE interval = '1d'`); v != session || v >= all {
+		t.Fatalf("1d volume %d; want the session's %d (the whole day's is %d)", v, session, all)
 	}
 }

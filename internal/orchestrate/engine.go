@@ -16,6 +16,7 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
 
 // Run states.
@@ -23,7 +24,7 @@ const (
 	RunQueued  = "queued"  // created, no task started yet
 	RunRunning = "running" // some task has started
 	RunSuccess = "success" // every task succeeded
-	RunFailed  = "failed"  // some task failed for good
+	RunFailed  = "failed"  // some task failed for good, or its checks failed
 )
 
 // Task run states.
@@ -32,7 +33,7 @@ const (
 	TaskQueued         = "queued"          // enqueued, or waiting for a retry
 	TaskRunning        = "running"         // an attempt is in progress
 	TaskSuccess        = "success"         // the task succeeded
-	TaskFailed         = "failed"          // every attempt failed
+	TaskFailed         = "failed"          // every attempt failed, or the task's checks failed (not retried)
 	TaskUpstreamFailed = "upstream_failed" // a task it depends on failed
 )
 
@@ -90,6 +91,9 @@ type Config struct {
 	// woken by PostgreSQL notifications (due retries are found this way);
 	// default one second.
 	PollInterval time.Duration
+	// Metrics, if set, counts the runs this node finishes
+	// (stockpipe_dag_runs_total); nil records nothing.
+	Metrics *telemetry.Metrics
 }
 
 // Scheduler runs DAGs as River jobs and keeps their history in PostgreSQL
@@ -548,6 +552,9 @@ type TaskRun struct {
 	Duration time.Duration
 	Error    string // the latest attempt's error
 	Log      string // the end (about 4 KB) of the task's log, all attempts
+	// Checks are the results of the checks the latest attempt carried out
+	// (TaskContext.RecordChecks); nil for a task that records none.
+	Checks []CheckResult
 }
 
 // Runs lists runs of dag ("" for all DAGs), newest logical date first, at
@@ -587,7 +594,7 @@ func (s *Scheduler) Run(ctx context.Context, id int64) (Run, []TaskRun, error) {
 	}
 	rows, err = s.pool.Query(ctx, `
 		SELECT run_id, task, state, attempts, started_at, finished_at, duration_ms, error, log,
-		       extract(epoch FROM now() - started_at)
+		       extract(epoch FROM now() - started_at), checks
 		FROM task_runs WHERE run_id = $1 ORDER BY pos, task`, id)
 	if err != nil {
 		return Run{}, nil, fmt.Errorf("reading tasks of run %d: %w", id, err)
@@ -597,9 +604,15 @@ func (s *Scheduler) Run(ctx context.Context, id int64) (Run, []TaskRun, error) {
 			t       TaskRun
 			ms      *int64
 			running *float64
+			checks  []byte
 		)
-		if err := r.Scan(&t.RunID, &t.Task, &t.State, &t.Attempts, &t.Started, &t.Finished, &ms, &t.Error, &t.Log, &running); err != nil {
+		if err := r.Scan(&t.RunID, &t.Task, &t.State, &t.Attempts, &t.Started, &t.Finished, &ms, &t.Error, &t.Log, &running, &checks); err != nil {
 			return t, err
+		}
+		if checks != nil {
+			if err := json.Unmarshal(checks, &t.Checks); err != nil {
+				return t, fmt.Errorf("task %s checks: %w", t.Task, err)
+			}
 		}
 		switch {
 		case ms != nil:

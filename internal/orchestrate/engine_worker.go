@@ -142,6 +142,7 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 		p   = s.plans[a.DAG]
 		t   *taskPlan
 		run error
+		tc  *TaskContext
 	)
 	if p != nil {
 		t = p.tasks[a.Task]
@@ -150,7 +151,7 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 	if t == nil {
 		run = fmt.Errorf("DAG %q has no task %q on this node", a.DAG, a.Task)
 	} else {
-		tc := &TaskContext{
+		tc = &TaskContext{
 			DAG:         a.DAG,
 			RunID:       a.RunID,
 			LogicalDate: claim.logical.In(p.loc),
@@ -163,31 +164,76 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 	}
 	elapsed := time.Since(start)
 
+	var verdict *ChecksFailedError
+	isVerdict := errors.As(run, &verdict)
+	var checks []CheckResult
+	if tc != nil {
+		checks = tc.recordedChecks()
+	}
+	if checks == nil && isVerdict {
+		checks = verdict.Checks
+	}
+	outcome := attemptOutcome{elapsed: elapsed, checks: checks}
+
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
 	if run == nil {
 		tlog.Info("task succeeded", "took", elapsed.Round(time.Millisecond))
-		return s.succeed(bctx, job, p, elapsed, buf.String())
+		outcome.log = buf.String()
+		return s.succeed(bctx, job, p, outcome)
 	}
 	// An attempt cut short because this node is stopping does not count:
 	// River makes the job available again with the attempt given back.
-	// One cancelled through River is final.
+	// One cancelled through River is final, and so is a verdict of failed
+	// checks: the data was measured, and measuring it again would find the
+	// same.
 	cancelled := errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely)
-	interrupted := !cancelled && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded)
-	final := cancelled || (!interrupted && job.Attempt >= job.MaxAttempts)
+	interrupted := !isVerdict && !cancelled && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded)
+	final := isVerdict || cancelled || (!interrupted && job.Attempt >= job.MaxAttempts)
 	switch {
 	case interrupted:
 		tlog.Warn("task interrupted; it will run again", "error", run.Error())
+	case isVerdict:
+		tlog.Error("checks failed; the task fails without retrying", "error", run.Error(), "attempts", job.Attempt)
 	case final:
 		tlog.Error("task failed", "error", run.Error(), "attempts", job.Attempt)
 	default:
 		tlog.Warn("task attempt failed; retrying", "error", run.Error(),
 			"retry_in", backoff(s.cfg.RetryBase, s.cfg.RetryMax, job.Attempt))
 	}
-	if err := s.fail(bctx, job, p, elapsed, run, buf.String(), final, interrupted); err != nil {
+	outcome.log = buf.String()
+	if err := s.fail(bctx, job, p, outcome, run, final, interrupted); err != nil {
+		// The outcome is not recorded: let River retry the job, which
+		// runs the task again and records that attempt.
 		return errors.Join(run, err)
 	}
+	if isVerdict {
+		// River would retry any other error while attempts remain; a
+		// cancelled job is never run again.
+		return river.JobCancel(run)
+	}
 	return run
+}
+
+// attemptOutcome is what an attempt leaves in its task run besides its
+// state and error.
+type attemptOutcome struct {
+	elapsed time.Duration
+	log     string        // the log excerpt, all attempts
+	checks  []CheckResult // nil when the task recorded none
+}
+
+// checksJSON encodes the outcome's checks for task_runs.checks; nil (SQL
+// NULL) when there are none.
+func (o attemptOutcome) checksJSON() ([]byte, error) {
+	if o.checks == nil {
+		return nil, nil
+	}
+	doc, err := json.Marshal(o.checks)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the task's checks: %w", err)
+	}
+	return doc, nil
 }
 
 // runTask runs one attempt. It returns when the task does, or when the
@@ -254,7 +300,7 @@ func (s *Scheduler) claim(ctx context.Context, job *river.Job[taskArgs]) (claime
 	}
 	err = tx.QueryRow(ctx, `
 		UPDATE task_runs SET state = 'running', attempts = $4, started_at = now(),
-			finished_at = NULL, duration_ms = NULL
+			finished_at = NULL, duration_ms = NULL, checks = NULL
 		WHERE run_id = $1 AND task = $2 AND generation = $3
 		  AND (state = 'queued' OR (state = 'running' AND attempts < $4))
 		RETURNING log`, a.RunID, a.Task, a.Generation, job.Attempt).Scan(&c.log)
@@ -302,8 +348,12 @@ func lockRun(ctx context.Context, tx pgx.Tx, a taskArgs) (bool, error) {
 // enqueues the dependents whose dependencies have all succeeded, settles
 // the run's state and completes the River job: a crash loses either all of
 // it or none.
-func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], p *dagPlan, elapsed time.Duration, log string) error {
+func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], p *dagPlan, o attemptOutcome) error {
 	a := job.Args
+	checks, err := o.checksJSON()
+	if err != nil {
+		return fmt.Errorf("recording success of task %s of run %d: %w", a.Task, a.RunID, err)
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("recording success of task %s of run %d: %w", a.Task, a.RunID, err)
@@ -315,9 +365,9 @@ func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], p *da
 		return err
 	}
 	tag, err := tx.Exec(ctx, `
-		UPDATE task_runs SET state = 'success', finished_at = now(), duration_ms = $5, error = '', log = $6
+		UPDATE task_runs SET state = 'success', finished_at = now(), duration_ms = $5, error = '', log = $6, checks = $7
 		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = 'running' AND attempts = $4`,
-		a.RunID, a.Task, a.Generation, job.Attempt, elapsed.Milliseconds(), log)
+		a.RunID, a.Task, a.Generation, job.Attempt, o.elapsed.Milliseconds(), o.log, checks)
 	if err != nil {
 		return fmt.Errorf("recording success of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
@@ -329,7 +379,8 @@ func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], p *da
 	} else if err := s.enqueue(ctx, tx, p, a.RunID, a.Generation, ready); err != nil {
 		return err
 	}
-	if err := settleRun(ctx, tx, a.RunID); err != nil {
+	finished, err := settleRun(ctx, tx, a.RunID)
+	if err != nil {
 		return err
 	}
 	// JobCompleteTx finds the River client among ctx's values, which ctx
@@ -340,7 +391,19 @@ func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], p *da
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("recording success of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
+	s.runFinished(a, finished)
 	return nil
+}
+
+// runFinished reports a run that the committed bookkeeping of one of its
+// tasks finished: once per execution of the run, by the node that
+// finished it.
+func (s *Scheduler) runFinished(a taskArgs, state string) {
+	if state == "" {
+		return
+	}
+	s.log.Info("run finished", "dag", a.DAG, "run", a.RunID, "state", state)
+	s.cfg.Metrics.DAGRunFinished(a.DAG, state)
 }
 
 // readyDependents moves the dependents of a.Task whose dependencies have
@@ -395,8 +458,12 @@ next:
 // downstream upstream_failed and the run failed; otherwise the task goes
 // back to queued for River's retry. An interrupted attempt (the node is
 // stopping) does not count as one.
-func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], p *dagPlan, elapsed time.Duration, cause error, log string, final, interrupted bool) error {
+func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], p *dagPlan, o attemptOutcome, cause error, final, interrupted bool) error {
 	a := job.Args
+	checks, err := o.checksJSON()
+	if err != nil {
+		return fmt.Errorf("recording failure of task %s of run %d: %w", a.Task, a.RunID, err)
+	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("recording failure of task %s of run %d: %w", a.Task, a.RunID, err)
@@ -415,15 +482,16 @@ func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], p *dagPl
 		attempts = max(job.Attempt-1, 0)
 	}
 	tag, err := tx.Exec(ctx, `
-		UPDATE task_runs SET state = $5, attempts = $6, finished_at = now(), duration_ms = $7, error = $8, log = $9
+		UPDATE task_runs SET state = $5, attempts = $6, finished_at = now(), duration_ms = $7, error = $8, log = $9, checks = $10
 		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = 'running' AND attempts = $4`,
-		a.RunID, a.Task, a.Generation, job.Attempt, state, attempts, elapsed.Milliseconds(), cause.Error(), log)
+		a.RunID, a.Task, a.Generation, job.Attempt, state, attempts, o.elapsed.Milliseconds(), cause.Error(), o.log, checks)
 	if err != nil {
 		return fmt.Errorf("recording failure of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
 	if tag.RowsAffected() == 0 {
 		return nil
 	}
+	var finished string
 	if final {
 		if p != nil && p.tasks[a.Task] != nil {
 			if down := p.downstream(a.Task); len(down) > 0 {
@@ -435,29 +503,46 @@ func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], p *dagPl
 				}
 			}
 		}
-		if err := settleRun(ctx, tx, a.RunID); err != nil {
+		if finished, err = settleRun(ctx, tx, a.RunID); err != nil {
 			return err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("recording failure of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
+	s.runFinished(a, finished)
 	return nil
 }
 
 // settleRun derives the run's state from its tasks: failed as soon as one
 // task failed, success when all succeeded; finished once no task is left
-// to run.
-func settleRun(ctx context.Context, tx pgx.Tx, runID int64) error {
-	if _, err := tx.Exec(ctx, `
+// to run. It returns the run's final state when this call finished it, and
+// "" otherwise, so that a finished run is counted once.
+func settleRun(ctx context.Context, tx pgx.Tx, runID int64) (finished string, err error) {
+	// prev reads the row as it was before this statement: the run is
+	// locked (lockRun), so no one else changed it since.
+	var (
+		state        string
+		justFinished bool
+	)
+	err = tx.QueryRow(ctx, `
 		UPDATE dag_runs r SET
 			state = CASE WHEN c.bad > 0 THEN 'failed' WHEN c.active = 0 THEN 'success' ELSE r.state END,
 			finished_at = CASE WHEN c.active = 0 THEN coalesce(r.finished_at, now()) END
 		FROM (SELECT count(*) FILTER (WHERE state IN ('waiting', 'queued', 'running')) AS active,
 		             count(*) FILTER (WHERE state IN ('failed', 'upstream_failed')) AS bad
-		      FROM task_runs WHERE run_id = $1) c
-		WHERE r.id = $1`, runID); err != nil {
-		return fmt.Errorf("settling run %d: %w", runID, err)
+		      FROM task_runs WHERE run_id = $1) c,
+		     (SELECT finished_at FROM dag_runs WHERE id = $1) prev
+		WHERE r.id = $1
+		RETURNING r.state, prev.finished_at IS NULL AND r.finished_at IS NOT NULL`, runID).Scan(&state, &justFinished)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
 	}
-	return nil
+	if err != nil {
+		return "", fmt.Errorf("settling run %d: %w", runID, err)
+	}
+	if !justFinished {
+		return "", nil
+	}
+	return state, nil
 }

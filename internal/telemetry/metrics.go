@@ -31,6 +31,7 @@ type Metrics struct {
 	Partitions prometheus.Gauge     // assigned to this processor
 	HTTP       *prometheus.CounterVec
 	HTTPTime   *prometheus.HistogramVec
+	DAGRuns    *prometheus.CounterVec // finished scheduler runs, by dag and state
 }
 
 // New returns Metrics registered in a fresh registry, with the Go runtime
@@ -59,8 +60,10 @@ func New() *Metrics {
 	m.HTTP = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stockpipe_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"})
 	m.HTTPTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "stockpipe_http_request_seconds", Help: "HTTP request time by route (event streams excluded).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"route"})
+	m.DAGRuns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "stockpipe_dag_runs_total",
+		Help: "Scheduler runs this node finished, by DAG and final state (success or failed, failed checks included)."}, []string{"dag", "state"})
 	for _, c := range []prometheus.Collector{m.Produced, m.Consumed, m.Rejected, m.Committed, m.Duplicates, m.Anomalies,
-		m.Batches, m.Fenced, m.BatchSize, m.Commit, m.EndToEnd, m.Lag, m.Partitions, m.HTTP, m.HTTPTime} {
+		m.Batches, m.Fenced, m.BatchSize, m.Commit, m.EndToEnd, m.Lag, m.Partitions, m.HTTP, m.HTTPTime, m.DAGRuns} {
 		f(c)
 	}
 	return m
@@ -133,5 +136,13 @@ func (m *Metrics) SetLag(group string, lag int64) {
 func (m *Metrics) FenceHit() {
 	if m != nil {
 		m.Fenced.Inc()
+	}
+}
+
+// DAGRunFinished counts a scheduler run that finished in state (success or
+// failed).
+func (m *Metrics) DAGRunFinished(dag, state string) {
+	if m != nil {
+		m.DAGRuns.WithLabelValues(dag, state).Inc()
 	}
 }

@@ -42,6 +42,41 @@ type taskJSON struct {
 	DurationMs int64      `json:"duration_ms"`
 	Error      string     `json:"error"`
 	Log        string     `json:"log"`
+	// Checks are the results of the checks the task carried out; null for
+	// a task that checks nothing.
+	Checks []checkJSON `json:"checks"`
+}
+
+// checkJSON is one check of a task run. Measured and Limit are Value and
+// Threshold written as the scheduler writes them in its errors ("8.55%",
+// "≤ 5%"), so that the page and the error agree.
+type checkJSON struct {
+	Name      string  `json:"name"`
+	Passed    bool    `json:"passed"`
+	Skipped   bool    `json:"skipped"`
+	Value     float64 `json:"value"`
+	Threshold float64 `json:"threshold"`
+	Unit      string  `json:"unit"`
+	Op        string  `json:"op"`
+	Measured  string  `json:"measured"`
+	Limit     string  `json:"limit"`
+	Detail    string  `json:"detail"`
+}
+
+func toChecksJSON(checks []orchestrate.CheckResult) []checkJSON {
+	if checks == nil {
+		return nil
+	}
+	out := make([]checkJSON, len(checks))
+	for i, c := range checks {
+		op := c.Op
+		if op == "" {
+			op = orchestrate.AtMost
+		}
+		out[i] = checkJSON{Name: c.Name, Passed: c.Passed, Skipped: c.Skipped, Value: c.Value, Threshold: c.Threshold,
+			Unit: c.Unit, Op: op, Measured: c.FormatValue(c.Value), Limit: c.Limit(), Detail: c.Detail}
+	}
+	return out
 }
 
 func (s *Server) scheduler(w http.ResponseWriter) *orchestrate.Scheduler {
@@ -173,7 +208,7 @@ func (s *Server) apiDAGRun(w http.ResponseWriter, r *http.Request) {
 			d = []string{}
 		}
 		out = append(out, taskJSON{Task: t.Task, Deps: d, State: t.State, Attempts: t.Attempts, Started: t.Started,
-			Finished: t.Finished, DurationMs: t.Duration.Milliseconds(), Error: t.Error, Log: t.Log})
+			Finished: t.Finished, DurationMs: t.Duration.Milliseconds(), Error: t.Error, Log: t.Log, Checks: toChecksJSON(t.Checks)})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"run": toRunJSON(run), "tasks": out})
 }
@@ -285,7 +320,7 @@ func (s *Server) watchRuns(ctx context.Context) {
 }
 
 func (s *Server) dagsPage(w http.ResponseWriter, _ *http.Request) {
-	s.render(w, http.StatusOK, "dags.html", struct{ Title, Version string }{"stockpipe — jobs", s.cfg.Version})
+	s.render(w, http.StatusOK, "dags.html", struct{ Title, Version string }{"stockpipe — DAGs", s.cfg.Version})
 }
 
 func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {

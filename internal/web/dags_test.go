@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
@@ -21,11 +23,30 @@ import (
 	"github.com/stockpipe/stockpipe/internal/web"
 )
 
-// TestDAGAPI triggers a two-task DAG through the API (with the token) and
-// follows the run to success through the run endpoint.
 // dagServer starts a scheduler node with a two-task demo DAG and a server
 // whose DAG pages and API use an insert-only client, as serve does.
 func dagServer(t *testing.T, token string) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	ran := new(atomic.Int64)
+	dags := []orchestrate.DAG{{
+		Name: "demo", Description: "two steps", Schedule: "30 16 * * 1-5", Location: mustLoc(t, "America/New_York"),
+		Tasks: []orchestrate.Task{
+			{Name: "first", Run: func(ctx context.Context, tc *orchestrate.TaskContext) error {
+				ran.Add(1)
+				tc.Log.Info("first ran")
+				return nil
+			}},
+			{Name: "second", Deps: []string{"first"}, Run: func(ctx context.Context, tc *orchestrate.TaskContext) error { ran.Add(1); return nil }},
+		},
+	}}
+	hs, _ := schedServer(t, token, func(*pgxpool.Pool) []orchestrate.DAG { return dags })
+	return hs, ran
+}
+
+// schedServer starts, on a fresh database, a scheduler node running the
+// DAGs dags returns and a server whose DAG pages and API use an
+// insert-only client, as serve does.
+func schedServer(t *testing.T, token string, dagsOf func(*pgxpool.Pool) []orchestrate.DAG) (*httptest.Server, *pgxpool.Pool) {
 	t.Helper()
 	ctx := context.Background()
 	pool, err := store.Open(ctx, pgtest.New(t), 8)
@@ -40,18 +61,7 @@ func dagServer(t *testing.T, token string) (*httptest.Server, *atomic.Int64) {
 	if err := orchestrate.Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	ran := new(atomic.Int64)
-	dags := []orchestrate.DAG{{
-		Name: "demo", Description: "two steps", Schedule: "30 16 * * 1-5", Location: mustLoc(t, "America/New_York"),
-		Tasks: []orchestrate.Task{
-			{Name: "first", Run: func(ctx context.Context, tc *orchestrate.TaskContext) error {
-				ran.Add(1)
-				tc.Log.Info("first ran")
-				return nil
-			}},
-			{Name: "second", Deps: []string{"first"}, Run: func(ctx context.Context, tc *orchestrate.TaskContext) error { ran.Add(1); return nil }},
-		},
-	}}
+	dags := dagsOf(pool)
 	worker, err := orchestrate.New(orchestrate.Config{Pool: pool, DAGs: dags, Logger: log, PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +84,7 @@ func dagServer(t *testing.T, token string) (*httptest.Server, *atomic.Int64) {
 	t.Cleanup(func() { cancel(); <-done })
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
-	return hs, ran
+	return hs, pool
 }
 
 // TestDAGAPI triggers a two-task DAG through the API (with the token) and
@@ -200,4 +210,186 @@ func TestBrowserDAGs(t *testing.T) {
 	}
 	until(t, ctx, "the task graph", `window.stockpipe && window.stockpipe.loaded && document.querySelector('#graph [data-task="second"][data-state="success"]') !== null`)
 	screenshot(t, ctx, "dag-run")
+}
+
+// failedQualityRun starts a server with the shipped market_close DAG
+// (triggered only) over a date whose stored records are all rejected ones,
+// triggers that date and waits for the run to finish. It returns the
+// server and the run's id.
+func failedQualityRun(t *testing.T) (*httptest.Server, int64) {
+	t.Helper()
+	hs, pool := schedServer(t, "", func(pool *pgxpool.Pool) []orchestrate.DAG {
+		for _, d := range orchestrate.Shipped(orchestrate.Deps{Pool: pool}) {
+			if d.Name == orchestrate.DAGMarketClose {
+				d.Schedule = "" // only the run the test triggers
+				return []orchestrate.DAG{d}
+			}
+		}
+		t.Fatal("no shipped market_close DAG")
+		return nil
+	})
+	if _, err := pool.Exec(context.Background(), `
+		INSERT INTO rejected_ticks (topic, partition, "offset", reason, received_at)
+		SELECT 'ticks', 0, g, 'malformed_json', '2026-11-04 15:00:00+00' FROM generate_series(1, 20) g`); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, hs.URL+"/api/dags/market_close/trigger", strings.NewReader(`{"date":"2026-11-04"}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tr struct {
+		RunID int64 `json:"run_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&tr); err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("trigger: %s, %v", resp.Status, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var run struct{ Run struct{ Finished *time.Time } }
+		getJSON(t, hs.URL+"/api/dags/runs/"+itoa(tr.RunID), &run)
+		if run.Run.Finished != nil {
+			return hs, tr.RunID
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %d did not finish", tr.RunID)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// TestDAGAPIFailedChecks reads a failed quality run through the run API:
+// the run and its quality_checks task are failed, and the task carries
+// each check with its measured value and threshold.
+func TestDAGAPIFailedChecks(t *testing.T) {
+	hs, id := failedQualityRun(t)
+	var body struct {
+		Run   struct{ State string }
+		Tasks []struct {
+			Task, State, Error string
+			Attempts           int
+			Checks             []struct {
+				Name, Measured, Limit, Detail, Unit, Op string
+				Passed, Skipped                         bool
+				Value, Threshold                        float64
+			}
+		}
+	}
+	getJSON(t, hs.URL+"/api/dags/runs/"+itoa(id), &body)
+	if body.Run.State != "failed" {
+		t.Errorf("run state %q, want failed", body.Run.State)
+	}
+	states := map[string]string{}
+	for _, task := range body.Tasks {
+		states[task.Task] = task.State
+		if task.Task != "quality_checks" {
+			if task.Checks != nil {
+				t.Errorf("%s has checks %+v", task.Task, task.Checks)
+			}
+			continue
+		}
+		if task.Attempts != 1 || !strings.Contains(task.Error, "1 of 5 quality checks failed: reject_rate 100% > 5%") {
+			t.Errorf("quality_checks: %d attempt(s), error %q", task.Attempts, task.Error)
+		}
+		if len(task.Checks) != 5 {
+			t.Fatalf("quality_checks has %d checks, want 5", len(task.Checks))
+		}
+		for _, c := range task.Checks {
+			if c.Name == "reject_rate" {
+				if c.Passed || c.Value != 1 || c.Threshold != 0.05 || c.Measured != "100%" || c.Limit != "≤ 5%" ||
+					c.Unit != "ratio" || c.Op != "<=" || !strings.Contains(c.Detail, "20 record(s) rejected") {
+					t.Errorf("reject_rate %+v", c)
+				}
+			} else if !c.Passed {
+				t.Errorf("check %+v failed", c)
+			}
+		}
+	}
+	want := map[string]string{"daily_candles": "success", "quality_checks": "failed", "anomaly_summary": "success"}
+	if len(states) != len(want) {
+		t.Errorf("tasks %v, want %v", states, want)
+	}
+	for task, state := range want {
+		if states[task] != state {
+			t.Errorf("task %s is %q, want %q", task, states[task], state)
+		}
+	}
+}
+
+// TestBrowserFailedChecks shows a failed quality run in Chromium: its page
+// has the table of checks with the failing one marked failed in words, and
+// the jobs page paints the run red, not as a success.
+func TestBrowserFailedChecks(t *testing.T) {
+	hs, id := failedQualityRun(t)
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(hs.URL+"/dags/run/"+itoa(id))); err != nil {
+		t.Fatal(err)
+	}
+	until(t, ctx, "the checks table", `window.stockpipe && window.stockpipe.loaded && !document.querySelector('#checks-panel').hidden &&
+		document.querySelectorAll('#checks [data-task="quality_checks"] tbody tr').length === 5`)
+	row := `document.querySelector('#checks [data-task="quality_checks"] tr[data-check="reject_rate"]')`
+	cells := eval[[]string](t, ctx, `Array.from(`+row+`.cells, (c) => c.textContent.trim())`)
+	if want := []string{"reject_rate", "100%", "≤ 5%", "✕ fail"}; len(cells) < 4 || !slices.Equal(cells[:4], want) {
+		t.Errorf("reject_rate row %q, want it to start %q", cells, want)
+	}
+	if got := eval[string](t, ctx, row+`.dataset.result`); got != "fail" {
+		t.Errorf("reject_rate row marked %q", got)
+	}
+	// No ticks are stored: candles are not reconciled with them.
+	results := eval[[]string](t, ctx, `Array.from(document.querySelectorAll('#checks tbody tr'), (r) => r.dataset.check + ' ' + r.cells[3].textContent.trim())`)
+	want := []string{"missing_minutes ✓ pass", "seq_order ✓ pass", "ohlc_consistency ✓ pass", "candles_match_ticks – skipped", "reject_rate ✕ fail"}
+	if !slices.Equal(results, want) {
+		t.Errorf("results %q, want %q", results, want)
+	}
+	// The failure's colour is the failed state's, not the success one's.
+	colour := func(sel string) string {
+		return eval[string](t, ctx, `getComputedStyle(document.querySelector('`+sel+`')).color`)
+	}
+	if fail, pass := colour(`tr[data-check="reject_rate"] .result .state-text`), colour(`tr[data-check="seq_order"] .result .state-text`); fail == pass {
+		t.Errorf("failed and passed checks share the colour %s", fail)
+	}
+	if got := eval[string](t, ctx, `document.querySelector('#run-state').textContent`); got != "failed" {
+		t.Errorf("run badge %q", got)
+	}
+	eval[bool](t, ctx, `document.querySelector('#checks-panel').scrollIntoView({ block: 'start' }) ?? true`)
+	screenshot(t, ctx, "dag-run-failed-checks")
+
+	if err := chromedp.Do(ctx, chromedp.Navigate(hs.URL+"/dags")); err != nil {
+		t.Fatal(err)
+	}
+	sq := `document.querySelector('[data-dag="market_close"] .runs a[data-run-id="` + itoa(id) + `"]')`
+	until(t, ctx, "the run's square", `window.stockpipe && window.stockpipe.loaded && `+sq+` !== null`)
+	if got := eval[string](t, ctx, sq+`.dataset.state`); got != "failed" {
+		t.Errorf("the run's square is %q, want failed", got)
+	}
+	legend := func(state string) string {
+		return eval[string](t, ctx, `getComputedStyle(document.querySelector('.run-legend .run-sq[data-state="`+state+`"]')).backgroundColor`)
+	}
+	bg := eval[string](t, ctx, `getComputedStyle(`+sq+`).backgroundColor`)
+	if bg != legend("failed") || bg == legend("success") {
+		t.Errorf("the run's square is %s; failed is %s, success %s", bg, legend("failed"), legend("success"))
+	}
+	if mark := eval[string](t, ctx, `getComputedStyle(`+sq+`, '::after').content`); mark != `"✕"` {
+		t.Errorf("the run's square is marked %s, want ✕", mark)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll('[data-dag="market_close"] .runs a[data-state="success"]').length`); n != 0 {
+		t.Errorf("%d market_close runs shown as successes", n)
+	}
+	screenshot(t, ctx, "dags-failed-checks")
 }

@@ -1,7 +1,8 @@
 // A DAG run's page: the run's facts and parameters, its tasks drawn as a
 // graph (one column per layer, a task's layer being the longest path to it
 // from a root) with SVG arrows from each dependency, a table of the tasks'
-// times, and the selected task's error and log. /api/dags/runs/{id} is read
+// times, the checks of the tasks that check data, and the selected task's
+// error and log. /api/dags/runs/{id} is read
 // again whenever a "dagrun" event of /api/stream names this run.
 
 // The shared helpers are loaded with this module's own ?v= query so that a
@@ -33,6 +34,7 @@ const view = {
   rows: new Map(), // task name → { tr, state, attempts, started, finished, duration }
   siblings: new Map(), // run id → <li>
   shownOnce: false, // whether the first picture was shown
+  checksKey: '', // the checks shown, to rebuild their tables only when they change
 };
 
 // ---- formatting ------------------------------------------------------------------
@@ -278,6 +280,53 @@ function renderTable(now = Date.now()) {
   tbody.replaceChildren(...rows);
 }
 
+// ---- the checks ----------------------------------------------------------------------
+
+const RESULTS = {
+  pass: { state: 'success', text: '✓ pass' },
+  fail: { state: 'failed', text: '✕ fail' },
+  skipped: { state: 'waiting', text: '– skipped' },
+};
+
+function checkRow(c) {
+  const result = c.skipped ? 'skipped' : (c.passed ? 'pass' : 'fail');
+  const r = RESULTS[result];
+  return el('tr', { dataset: { check: String(c.name || ''), result } },
+    el('th', { scope: 'row' }, el('code', {}, String(c.name || ''))),
+    el('td', { className: 'num measured' }, c.skipped ? '–' : String(c.measured ?? '')),
+    el('td', { className: 'num limit' }, String(c.limit ?? '')),
+    // The result in words as well as in colour.
+    el('td', { className: 'result' }, el('span', { className: 'state-text', dataset: { state: r.state } }, r.text)),
+    el('td', { className: 'check-detail' }, String(c.detail || '')));
+}
+
+function checksBlock(t) {
+  const failed = t.checks.filter((c) => !c.passed).length;
+  const headId = `checks-${t.task}`;
+  const verdict = failed ? `${failed} of ${t.checks.length} failed` : `all ${t.checks.length} passed`;
+  return el('div', { className: 'checks-block', dataset: { task: t.task, failed: String(failed) } },
+    el('h3', { id: headId }, el('code', {}, t.task), ` · ${verdict}`),
+    el('div', { className: 'table-scroll', tabIndex: 0, role: 'region', 'aria-labelledby': headId },
+      el('table', { className: 'pl-table checks-table' },
+        el('thead', {}, el('tr', {},
+          el('th', { scope: 'col' }, 'Check'),
+          el('th', { scope: 'col', className: 'num' }, 'Measured'),
+          el('th', { scope: 'col', className: 'num' }, 'Threshold'),
+          el('th', { scope: 'col' }, 'Result'),
+          el('th', { scope: 'col' }, 'Detail'))),
+        el('tbody', {}, ...t.checks.map(checkRow)))));
+}
+
+/** One table per task that recorded checks; the panel hides when none did. */
+function renderChecks() {
+  const checked = view.tasks.filter((t) => Array.isArray(t.checks) && t.checks.length > 0);
+  const key = JSON.stringify(checked.map((t) => [t.task, t.checks]));
+  if (key === view.checksKey) return;
+  view.checksKey = key;
+  $('checks').replaceChildren(...checked.map(checksBlock));
+  $('checks-panel').hidden = checked.length === 0;
+}
+
 // ---- the selected task -------------------------------------------------------------
 
 function select(name, fromUser) {
@@ -389,6 +438,7 @@ function applyRunBody(body) {
   }
   paintBoxes();
   renderTable();
+  renderChecks();
   renderDetail();
   $('graph-empty').hidden = view.tasks.length > 0;
   requestAnimationFrame(drawEdges);
