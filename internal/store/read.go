@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -98,8 +99,13 @@ func (r *Reader) KnownSymbol(ctx context.Context, sym string) (bool, error) {
 
 // Quotes returns the watchlist: per symbol the last trade, the change since
 // the day's first trade (New York day of the last trade), the day's volume
-// and the closes of the latest 60 one-minute candles.
-func (r *Reader) Quotes(ctx context.Context) ([]Quote, error) {
+// and the closes of the latest 60 one-minute candles. With sym not empty,
+// only that symbol's line (none if the symbol has no trades yet).
+func (r *Reader) Quotes(ctx context.Context, sym string) ([]Quote, error) {
+	var symArg *string
+	if sym != "" {
+		symArg = &sym
+	}
 	rows, err := r.pool.Query(ctx, `
 		SELECT s.symbol, t.price, t.ts, l.bucket, l.volume, d.open, d.volume, sp.closes
 		FROM symbols s
@@ -112,7 +118,8 @@ func (r *Reader) Quotes(ctx context.Context) ([]Quote, error) {
 		CROSS JOIN LATERAL (SELECT array_agg(close ORDER BY bucket) AS closes FROM (
 			SELECT bucket, close FROM candles WHERE symbol = s.symbol AND interval = '1m'
 			ORDER BY bucket DESC LIMIT 60) x) sp
-		ORDER BY s.symbol`)
+		WHERE $1::text IS NULL OR s.symbol = $1
+		ORDER BY s.symbol`, symArg)
 	if err != nil {
 		return nil, fmt.Errorf("reading quotes: %w", err)
 	}
@@ -304,34 +311,88 @@ func (r *Reader) LatestRejected(ctx context.Context, limit int) ([]Rejection, er
 	return out, nil
 }
 
-// Table is a table's size on disk and estimated row count.
+// Table is a table's size on disk and its row count: exact for small
+// tables, PostgreSQL's live-row statistic for large ones.
 type Table struct {
-	Name         string `json:"name"`
-	SizeBytes    int64  `json:"size_bytes"`
-	RowsEstimate int64  `json:"rows_estimate"`
+	Name      string `json:"name"`
+	SizeBytes int64  `json:"size_bytes"`
+	Rows      int64  `json:"rows"`
+	// RowsExact is false when Rows is pg_stat_user_tables.n_live_tup:
+	// kept current by every insert and delete (no ANALYZE needed), but
+	// it can trail the truth by the last second's writes.
+	RowsExact bool `json:"rows_exact"`
 }
 
-// Tables returns the sizes of stockpipe's tables, largest first. Row counts
-// are the planner's estimates: counting would scan the tables.
+// ExactRowsBelow is the heap size under which Tables counts a table's rows
+// exactly. Counting a few MiB takes milliseconds; above that a count(*)
+// every sample would scan ever more, and the statistic is close enough.
+const ExactRowsBelow = 16 << 20
+
+// Tables returns the sizes and row counts of stockpipe's tables, largest
+// first. The planner's estimate (pg_class.reltuples) is not used: it is
+// zero until the first ANALYZE, which made small tables look empty.
 func (r *Reader) Tables(ctx context.Context) ([]Table, error) {
-	rows, err := r.pool.Query(ctx, `SELECT c.relname, pg_total_relation_size(c.oid), greatest(c.reltuples, 0)::bigint
+	rows, err := r.pool.Query(ctx, `SELECT c.relname, pg_total_relation_size(c.oid),
+		       c.relkind = 'r' AND pg_relation_size(c.oid) < $1, coalesce(s.n_live_tup, 0)
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 		WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
 		  AND c.relname IN ('ticks', 'candles', 'anomalies', 'rejected_ticks', 'consumer_offsets', 'symbols')
-		ORDER BY 2 DESC`)
+		ORDER BY 2 DESC, 1`, ExactRowsBelow)
 	if err != nil {
 		return nil, fmt.Errorf("reading table sizes: %w", err)
 	}
 	out := []Table{}
 	var t Table
-	_, err = pgx.ForEachRow(rows, []any{&t.Name, &t.SizeBytes, &t.RowsEstimate}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&t.Name, &t.SizeBytes, &t.RowsExact, &t.Rows}, func() error {
 		out = append(out, t)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading table sizes: %w", err)
 	}
+	// One statement counts every small table.
+	var counts []string
+	idx := map[string]int{}
+	for i, t := range out {
+		if t.RowsExact {
+			idx[t.Name] = i
+			counts = append(counts, "SELECT "+quoteLiteral(t.Name)+"::text, count(*) FROM "+pgx.Identifier{t.Name}.Sanitize())
+		}
+	}
+	if len(counts) == 0 {
+		return out, nil
+	}
+	rows, err = r.pool.Query(ctx, strings.Join(counts, " UNION ALL "))
+	if err != nil {
+		return nil, fmt.Errorf("counting rows: %w", err)
+	}
+	var name string
+	var n int64
+	_, err = pgx.ForEachRow(rows, []any{&name, &n}, func() error {
+		out[idx[name]].Rows = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("counting rows: %w", err)
+	}
 	return out, nil
+}
+
+// quoteLiteral quotes one of the fixed table names above as an SQL string.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// FailedRuns counts the DAG runs that failed since the given time, dated by
+// when they finished (or started, or were created, for a run that failed
+// before reaching those steps).
+func (r *Reader) FailedRuns(ctx context.Context, since time.Time) (int64, error) {
+	var n int64
+	err := r.pool.QueryRow(ctx, `SELECT count(*) FROM dag_runs
+		WHERE state = 'failed' AND coalesce(finished_at, started_at, created_at) >= $1`, since).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("counting failed DAG runs: %w", err)
+	}
+	return n, nil
 }
 
 // Detections returns stored anomalies of the given kinds (all kinds if none)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -105,10 +106,18 @@ func limitParam(r *http.Request, def, max int) (int, error) {
 }
 
 func (s *Server) apiSymbols(w http.ResponseWriter, r *http.Request) {
-	q, err := s.read.Quotes(r.Context())
+	sym, err := s.symbolParam(r, false)
 	if err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	q, err := s.read.Quotes(r.Context(), sym)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	for i := range q {
+		roundQuote(&q[i])
 	}
 	writeJSON(w, http.StatusOK, q)
 }
@@ -153,6 +162,7 @@ func (s *Server) apiCandles(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
+		roundCandles(candles)
 		writeCandlesCSV(w, q, candles)
 		return
 	}
@@ -165,6 +175,7 @@ func (s *Server) apiCandles(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
+		roundCandles(candles)
 		return json.Marshal(struct {
 			Symbol   string         `json:"symbol"`
 			Interval string         `json:"interval"`
@@ -216,6 +227,10 @@ func (s *Server) apiTicks(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	for i := range trades {
+		t := &trades[i]
+		t.Price, t.Bid, t.Ask = round(t.Price), round(t.Bid), round(t.Ask)
+	}
 	writeJSON(w, http.StatusOK, struct {
 		Symbol string        `json:"symbol"`
 		Ticks  []store.Trade `json:"ticks"`
@@ -241,7 +256,59 @@ func (s *Server) apiAnomalies(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	for i := range list {
+		list[i].Value, list[i].Threshold = round(list[i].Value), round(list[i].Threshold)
+	}
 	writeJSON(w, http.StatusOK, struct {
 		Anomalies []store.Anomaly `json:"anomalies"`
 	}{list})
+}
+
+// The API and the CSV give prices, indicators, changes and anomaly values
+// to six decimal places (the README says so). Sums and differences of
+// binary floating-point numbers carry noise in the last digits (100.26 -
+// 100 is 0.2600000000000051); six places keep sub-cent prices and drop it.
+const decimalScale = 1e6
+
+// roundLimit is where rounding stops: above it, v·10⁶ no longer has a
+// fractional part to round (2⁵³ / 10⁶), and the value is returned as is.
+const roundLimit = 1 << 53 / decimalScale
+
+// round rounds v to six decimal places. The result is the double nearest
+// the decimal, so encoding/json and strconv print it short
+// (270.10200000000003 → 270.102).
+func round(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) || math.Abs(v) >= roundLimit {
+		return v
+	}
+	r := math.Round(v*decimalScale) / decimalScale
+	if r == 0 {
+		return 0 // not -0: a change of -1e-12 is no change
+	}
+	return r
+}
+
+func roundPtr(v *float64) {
+	if v != nil {
+		*v = round(*v)
+	}
+}
+
+// roundCandles rounds in place; the JSON answer and the CSV both go through
+// it, so they agree digit for digit.
+func roundCandles(cs []store.Candle) {
+	for i := range cs {
+		c := &cs[i]
+		c.Open, c.High, c.Low, c.Close = round(c.Open), round(c.High), round(c.Low), round(c.Close)
+		for _, p := range []*float64{c.VWAP, c.SMA5, c.SMA20, c.EMA12, c.EMA26, c.BBUpper, c.BBLower, c.RSI14} {
+			roundPtr(p)
+		}
+	}
+}
+
+func roundQuote(q *store.Quote) {
+	q.Last, q.DayOpen, q.Change, q.ChangePct = round(q.Last), round(q.DayOpen), round(q.Change), round(q.ChangePct)
+	for i := range q.Spark {
+		q.Spark[i] = round(q.Spark[i])
+	}
 }

@@ -40,6 +40,13 @@ type fixture struct {
 // serves the API with the live stream running.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil)
+}
+
+// newFixtureWith is newFixture with configure applied to the server's
+// Config (Pool set) before the server is made.
+func newFixtureWith(t *testing.T, configure func(*web.Config)) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	pool, err := store.Open(ctx, pgtest.New(t), 8)
 	if err != nil {
@@ -77,7 +84,11 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := web.New(web.Config{Pool: pool})
+	cfg := web.Config{Pool: pool}
+	if configure != nil {
+		configure(&cfg)
+	}
+	srv, err := web.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

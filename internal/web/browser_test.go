@@ -40,7 +40,8 @@ func startPipeline(t *testing.T) *pipeline {
 	var wg sync.WaitGroup
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	b, err := kafka.StartBroker("127.0.0.1:0", t.TempDir())
+	dataDir := t.TempDir()
+	b, err := kafka.StartBroker("127.0.0.1:0", dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func startPipeline(t *testing.T) *pipeline {
 		t.Fatal(err)
 	}
 	wg.Go(func() { _ = proc.Run(ctx) })
-	srv, err := web.New(web.Config{Pool: pool, Kafka: kcfg, Logger: log})
+	srv, err := web.New(web.Config{Pool: pool, Kafka: kcfg, Logger: log, DataDir: dataDir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,6 +214,10 @@ func TestBrowserOverviewLive(t *testing.T) {
 		}
 	}
 	until(t, ctx, "anomaly feed filled", `document.querySelectorAll('#anomalies li').length > 0`)
+	until(t, ctx, "a green dot", `document.querySelector('#conn-state').dataset.state === 'live'`)
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 720)); err != nil {
+		t.Fatal(err)
+	}
 	screenshot(t, ctx, "overview")
 
 	// A new trade changes the price in place, without a reload.
@@ -248,7 +253,15 @@ func TestBrowserSymbolPage(t *testing.T) {
 	n1m := eval[int](t, ctx, `window.stockpipe.candleCount()`)
 	until(t, ctx, "anomaly markers", `window.stockpipe.markerCount() > 0`)
 	until(t, ctx, "trades table", `document.querySelectorAll('#trades tr').length > 0`)
-	screenshot(t, ctx, "symbol-1m")
+	until(t, ctx, "the change on the day", `/^(▲ \+|▼ −)?\d+\.\d+ \([+−]?\d+\.\d\d%\)$/.test(document.querySelector('#last-change').textContent)`)
+	// Twenty minutes of candles: RSI(14) is drawn and needs no note.
+	if !eval[bool](t, ctx, `document.querySelector('#rsi-note').hidden`) {
+		t.Error("the RSI note shows with more than 15 candles")
+	}
+	shots(t, ctx, "symbol-1m")
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 720)); err != nil {
+		t.Fatal(err)
+	}
 
 	// The forming candle moves live.
 	lastClose := eval[float64](t, ctx, `window.stockpipe.lastCandle().close`)

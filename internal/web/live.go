@@ -175,6 +175,8 @@ func (s *Server) listenOnce(ctx context.Context, pool *pgxpool.Pool) error {
 		return err
 	}
 	s.log.Info("listening for live updates", "channel", store.Channel)
+	s.live.Store(true)
+	defer s.live.Store(false)
 	s.listeningOnce.Do(func() { close(s.listening) })
 	for {
 		n, err := conn.WaitForNotification(ctx)

@@ -3,6 +3,7 @@ package web
 import (
 	"bytes"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/stockpipe/stockpipe/internal/market"
@@ -29,6 +30,14 @@ func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 
 func (s *Server) symbolPage(w http.ResponseWriter, r *http.Request) {
 	sym := r.PathValue("symbol")
+	// Tickers are upper case; a typed or shared /symbol/aapl is sent to the
+	// one address per symbol rather than answered 404.
+	if up := strings.ToUpper(sym); up != sym && market.ValidSymbol(up) {
+		u := *r.URL
+		u.Path, u.RawPath = "/symbol/"+up, ""
+		http.Redirect(w, r, u.RequestURI(), http.StatusMovedPermanently)
+		return
+	}
 	if !market.ValidSymbol(sym) {
 		http.Error(w, "not a ticker: "+sym, http.StatusNotFound)
 		return

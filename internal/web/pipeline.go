@@ -33,7 +33,12 @@ type Pipeline struct {
 	DeadLetters      DeadLetters   `json:"dead_letters"`
 	ProcessorHistory []ProcPoint   `json:"processor_history"`
 	Tables           []store.Table `json:"tables"`
-	DatabaseError    *string       `json:"database_error,omitempty"`
+	// FailedRuns24h counts DAG runs that failed in the last 24 hours;
+	// null when the database did not answer.
+	FailedRuns24h *int64 `json:"dag_runs_failed_24h"`
+	// DataDir is absent unless the server was given its data directory.
+	DataDir       *DataDir `json:"data_dir,omitempty"`
+	DatabaseError *string  `json:"database_error,omitempty"`
 }
 
 // Broker is one Kafka broker.
@@ -213,6 +218,15 @@ func (s *Server) sample(ctx context.Context, adm *kadm.Client) *Pipeline {
 	}
 	if dbErr == nil {
 		p.Tables, dbErr = s.read.Tables(rctx)
+	}
+	if dbErr == nil {
+		var n int64
+		if n, dbErr = s.read.FailedRuns(rctx, now.Add(-24*time.Hour)); dbErr == nil {
+			p.FailedRuns24h = &n
+		}
+	}
+	if s.disk != nil {
+		p.DataDir = s.disk.measure(now)
 	}
 	if dbErr != nil {
 		msg := dbErr.Error()

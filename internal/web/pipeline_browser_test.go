@@ -74,16 +74,33 @@ func TestBrowserPipelinePage(t *testing.T) {
 		t.Error("no table sizes in #tables")
 	}
 
+	// The broker's directory is the server's data directory here.
+	until(t, ctx, "the data directory's size", `!document.querySelector('#disk-size').hidden && document.querySelector('#disk-size-value').textContent !== '–'`)
+
 	// Live: the stream's pipeline events keep the page current.
 	until(t, ctx, "a live pipeline update", `window.stockpipe.updates > 0`)
-	screenshot(t, ctx, "pipeline")
 
-	// A phone-sized screen: wide tables scroll inside their wrappers.
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844)); err != nil {
-		t.Fatal(err)
-	}
+	// 1280×720, then a phone-sized screen: wide tables scroll inside their
+	// wrappers, but the consumer lag stays in view.
+	shots(t, ctx, "pipeline")
 	if w := eval[float64](t, ctx, `document.documentElement.scrollWidth`); w > 400 {
 		t.Errorf("the pipeline page is %v px wide on a 390 px screen", w)
 	}
-	screenshot(t, ctx, "pipeline-phone")
+	cut := eval[string](t, ctx, `(() => {
+		const cells = [...document.querySelectorAll('#groups [data-group="stockpipe"] .offsets-table tr > .lag')];
+		if (cells.length < 2) return 'no lag column';
+		for (const c of cells) {
+			const r = c.getBoundingClientRect();
+			const box = c.closest('.table-scroll').getBoundingClientRect();
+			if (r.width === 0 || r.left < box.left - 0.5 || r.right > Math.min(box.right, window.innerWidth) + 0.5) {
+				return c.textContent + ' spans ' + r.left + '–' + r.right + ' px, its table shows ' + box.left + '–' + box.right;
+			}
+		}
+		return '';
+	})()`)
+	if cut != "" {
+		t.Errorf("the consumer lag is cut off at 390 px: %s", cut)
+	}
+	eval[bool](t, ctx, `(document.querySelector('#groups').scrollIntoView(), true)`)
+	screenshot(t, ctx, "pipeline-groups-phone")
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -34,9 +35,16 @@ type Config struct {
 	// Kafka, if it has brokers, lets the status stream report consumer lag.
 	Kafka kafka.Config
 	// Group is the processors' consumer group, for lag; default "stockpipe".
-	Group   string
-	Logger  *slog.Logger
-	Version string // appended to asset URLs so browsers refetch after an upgrade
+	Group  string
+	Logger *slog.Logger
+	// Version is shown in every page's footer ("stockpipe <version>") and
+	// appended to asset URLs so browsers refetch after an upgrade;
+	// default "dev".
+	Version string
+	// DataDir, if set, is the directory holding the server's data (up's
+	// --data-dir): the pipeline page shows its size and the free space on
+	// its disk. Empty shows neither.
+	DataDir string
 	// Metrics, if set, is served on /metrics and records HTTP requests.
 	Metrics *telemetry.Metrics
 	// AuthToken, if set, must accompany every state-changing request as
@@ -117,6 +125,9 @@ type Server struct {
 	admCl *kgo.Client
 
 	sampling sync.Mutex // one pipeline sample at a time
+	disk     *diskUsage // nil without a DataDir
+	stat     statusCache
+	live     atomic.Bool // the live stream's LISTEN is in place
 
 	listening     chan struct{} // closed once the live stream's LISTEN is in place
 	listeningOnce sync.Once
@@ -159,6 +170,9 @@ func New(cfg Config) (*Server, error) {
 		pages:     pages,
 		static:    http.StripPrefix("/static/", http.FileServerFS(static)),
 	}
+	if cfg.DataDir != "" {
+		s.disk = &diskUsage{dir: cfg.DataDir}
+	}
 	s.hub.onCandle = func(sym, iv string) { s.cache.bump(sym + "|" + iv) }
 	s.hub.onBatch = s.mon.batch
 	if len(cfg.Kafka.Brokers) > 0 {
@@ -183,6 +197,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/anomalies", s.apiAnomalies)
 	m.HandleFunc("GET /api/stream", s.apiStream)
 	m.HandleFunc("GET /api/pipeline", s.apiPipeline)
+	m.HandleFunc("GET /api/status", s.apiStatus)
 	m.HandleFunc("GET /api/dags", s.apiDAGs)
 	m.HandleFunc("GET /api/dags/runs", s.apiDAGRuns)
 	m.HandleFunc("GET /api/dags/runs/{id}", s.apiDAGRun)

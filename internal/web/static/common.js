@@ -40,15 +40,22 @@ export async function fetchJSON(url, { signal } = {}) {
   return body;
 }
 
+/** How often a page asks /api/status whether the server's components answer. */
+const STATUS_EVERY = 5000;
+
 /**
  * Opens a Server-Sent Events stream at path. handlers maps event names
  * ("tick", "candle", ...) to functions called with the parsed JSON data;
  * handlers.reconnected (optional) runs when the stream opens again after a
- * failure, so the page can re-read what it missed. The #conn banner shows
- * while the connection is down and #conn-state (if present) names the state.
- * EventSource retries by itself; when the browser gives up (for example on
- * a non-2xx answer) the stream is reopened here with a growing delay.
- * Returns { close() }.
+ * failure, or when the server's components answer again after one did not,
+ * so the page can re-read what it missed or failed to load. The #conn
+ * banner shows while the connection is down. #conn-state (if present) is
+ * the status dot: green only while the stream is open and /api/status
+ * reports the database, the broker and the server's other checks answering
+ * (polled every few seconds and whenever the stream fails), red or amber
+ * with the reason otherwise. EventSource retries by itself; when the
+ * browser gives up (for example on a non-2xx answer) the stream is reopened
+ * here with a growing delay. Returns { close() }.
  */
 export function openStream(path, handlers) {
   const banner = document.getElementById('conn');
@@ -58,21 +65,61 @@ export function openStream(path, handlers) {
   let retryDelay = 1000;
   let retryTimer = 0;
 
+  let streamOpen = false;
+  let status = null; // the last /api/status answer
+  let statusErr = null; // why the last poll failed, if it did
+  let statusTimer = 0;
+  let polling = false;
+  // Set while something was down: what the page shows may be missing or
+  // old, so it reloads once everything answers again.
+  let stale = false;
+
+  const reload = () => {
+    stale = false;
+    if (handlers.reconnected) handlers.reconnected();
+  };
+  const render = () => {
+    if (!closed) setConnState(...connHealth(streamOpen, status, statusErr));
+  };
+  const poll = async () => {
+    if (closed || polling) return; // an answer is on its way
+    clearTimeout(statusTimer);
+    polling = true;
+    try {
+      status = await fetchJSON('/api/status');
+      statusErr = null;
+    } catch (err) {
+      status = null;
+      statusErr = err;
+    } finally {
+      polling = false;
+    }
+    if (closed) return;
+    if (!status || status.ok !== true) stale = true;
+    else if (stale && streamOpen) reload();
+    render();
+    statusTimer = setTimeout(poll, STATUS_EVERY);
+  };
+
   const connect = () => {
     es = new EventSource(path);
     es.addEventListener('open', () => {
       retryDelay = 1000;
-      setConnState('live');
+      streamOpen = true;
       if (banner) banner.hidden = true;
       if (failed) {
         failed = false;
-        if (handlers.reconnected) handlers.reconnected();
+        reload();
       }
+      render();
+      poll();
     });
     es.addEventListener('error', () => {
       if (closed) return;
       failed = true;
-      setConnState('reconnecting');
+      streamOpen = false;
+      render();
+      poll();
       if (banner) banner.hidden = false;
       if (es.readyState === EventSource.CLOSED) {
         clearTimeout(retryTimer);
@@ -96,22 +143,49 @@ export function openStream(path, handlers) {
   };
 
   connect();
+  poll();
   return {
     close() {
       closed = true;
       clearTimeout(retryTimer);
+      clearTimeout(statusTimer);
       if (es) es.close();
       if (banner) banner.hidden = true;
-      setConnState('closed');
+      setConnState('closed', 'not connected', '');
     },
   };
 }
 
-function setConnState(state) {
+const failing = (v) => typeof v === 'string' && v !== '' && v !== 'ok';
+
+/**
+ * The status dot's [state, label, detail] for the stream's state and the
+ * last /api/status answer (or the error fetching it). A database that does
+ * not answer is red whatever the stream does: the page can neither load
+ * nor refresh anything.
+ */
+function connHealth(streamOpen, status, statusErr) {
+  if (statusErr) return ['down', 'server unreachable', statusErr.message];
+  if (status && failing(status.database)) return ['down', 'database unreachable', status.database];
+  if (!streamOpen) {
+    return status ? ['reconnecting', 'reconnecting…', 'The live stream is down; reconnecting.'] : ['connecting', 'connecting…', ''];
+  }
+  if (!status) return ['connecting', 'connecting…', ''];
+  if (failing(status.broker)) return ['degraded', 'broker unreachable', status.broker];
+  if (failing(status.live_updates)) return ['degraded', 'live updates paused', status.live_updates];
+  for (const [name, v] of Object.entries(status.checks || {})) {
+    if (failing(v)) return ['degraded', `${name} not ready`, v];
+  }
+  if (status.ok !== true) return ['degraded', 'not ready', ''];
+  return ['live', 'live', 'The stream is open and the server reports every component answering.'];
+}
+
+function setConnState(state, label, detail) {
   const el = document.getElementById('conn-state');
   if (!el) return;
   el.dataset.state = state;
-  el.textContent = { live: 'live', reconnecting: 'reconnecting…', closed: 'not connected' }[state] || 'connecting…';
+  el.textContent = label;
+  el.title = detail || '';
 }
 
 /** Shows message in the #error box, or hides the box when message is empty. */
@@ -193,6 +267,26 @@ export function fmtTime(ts, withMillis = false) {
   return withMillis ? `${base}.${String(d.getMilliseconds()).padStart(3, '0')}` : base;
 }
 
+const stampFmt = new Intl.DateTimeFormat('en-US', {
+  year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
+  hourCycle: 'h23', timeZoneName: 'short',
+});
+
+/**
+ * A moment with its date and zone, in the reader's time zone like the
+ * charts: "2026-11-02 10:31:05 EST" (".123" before the zone if asked). A
+ * time of day alone is ambiguous once a feed spans midnight or a replay
+ * shows another day.
+ */
+export function fmtStamp(ts, withMillis = false) {
+  const d = ts instanceof Date ? ts : new Date(ts);
+  if (Number.isNaN(d.getTime())) return '–';
+  const p = {};
+  for (const { type, value } of stampFmt.formatToParts(d)) p[type] = value;
+  const ms = withMillis ? `.${String(d.getMilliseconds()).padStart(3, '0')}` : '';
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}${ms} ${p.timeZoneName}`;
+}
+
 /** The local date and time of an RFC 3339 string or Date. */
 export function fmtDateTime(ts) {
   const d = ts instanceof Date ? ts : new Date(ts);
@@ -241,7 +335,7 @@ export function anomalyItem(a, { showSymbol = true, interval = '1m', range = '1h
   return el('li', { className: `anomaly sev-${sev}`, dataset: { kind: a.kind, severity: sev, symbol: a.symbol, ts: a.ts } },
     el('span', { className: `sev-badge sev-${sev}` }, sev),
     ' ',
-    el('time', { className: 'anomaly-time', dateTime: a.ts, title: fmtDateTime(a.ts) }, fmtTime(a.ts)),
+    el('time', { className: 'anomaly-time', dateTime: a.ts, title: `${a.ts} (UTC)` }, fmtStamp(a.ts)),
     ' ',
     el('a', { href: anomalyHref(a, interval, range), className: 'anomaly-link' }, linkText),
     el('span', { className: 'anomaly-detail' }, a.detail || ''),

@@ -226,8 +226,12 @@ function applyStatus(s) {
 
 // ---- loading ------------------------------------------------------------------
 
+// Set while the watchlist could not be read: no rows then means nothing
+// about ticks, and "waiting for the first ticks" would be untrue.
+let watchlistFailed = false;
+
 function updateEmpty() {
-  emptyEl.hidden = !(window.stockpipe.loaded && rows.size === 0);
+  emptyEl.hidden = !(window.stockpipe.loaded && rows.size === 0 && !watchlistFailed);
 }
 
 async function loadSymbols() {
@@ -258,7 +262,9 @@ function scheduleRefresh() {
 async function loadAll() {
   const results = await Promise.allSettled([loadSymbols(), loadAnomalies()]);
   const errors = [];
-  if (results[0].status === 'rejected') errors.push(`Could not load the watchlist: ${results[0].reason.message}`);
+  watchlistFailed = results[0].status === 'rejected';
+  updateEmpty();
+  if (watchlistFailed) errors.push(`Could not load the watchlist: ${results[0].reason.message}`);
   if (results[1].status === 'rejected') errors.push(`Could not load anomalies: ${results[1].reason.message}`);
   showError(errors.join(' '));
 }

@@ -113,11 +113,13 @@ function scroller(label, table) {
   return el('div', { className: 'table-scroll', tabIndex: 0, role: 'region', 'aria-label': label }, table);
 }
 
-/** A table with a header row of column names; cols are [label, numeric?]. */
+/** A table with a header row of column names; cols are [label, numeric?, class?]. */
 function makeTable(className, cols) {
   const tbody = el('tbody');
   const table = el('table', { className: `pl-table ${className}` },
-    el('thead', {}, el('tr', {}, ...cols.map(([label, numeric]) => el('th', { scope: 'col', className: numeric ? 'num' : '' }, label)))),
+    el('thead', {}, el('tr', {}, ...cols.map(([label, numeric, cls]) => el('th', {
+      scope: 'col', className: [numeric ? 'num' : '', cls || ''].join(' ').trim(),
+    }, label)))),
     tbody);
   return { table, tbody };
 }
@@ -349,7 +351,9 @@ function makeGroup(name) {
     memberCount: el('dd', { className: 'num-inline' }, '–'),
     lag: el('span', { className: 'lag-total' }, '–'),
     members: makeTable('members-table', [['Client ID'], ['Host'], ['Partitions'], ['Member ID']]),
-    offsets: makeTable('offsets-table', [['Topic'], ['Partition', true], ['Committed', true], ['End offset', true], ['Lag', true]]),
+    // Lag comes right after the partition: on a phone the offsets behind
+    // it may scroll out of view, the lag must not.
+    offsets: makeTable('offsets-table', [['Topic'], ['Partition', true], ['Lag', true, 'lag'], ['Committed', true], ['End offset', true]]),
     legend: el('span', { className: 'fig-legend' }),
   };
   const chartBox = el('div', { className: 'mini-chart', role: 'img', 'aria-label': `Chart of the total lag of group ${name} over the last ten minutes` });
@@ -405,10 +409,10 @@ function renderGroups(p) {
     v.offsets.tbody.replaceChildren(...(offs.length ? offs.map((o) => el('tr', { className: o.lag > 0 ? 'lagging' : '' },
       el('th', { scope: 'row' }, o.topic),
       numCell(String(o.partition)),
+      numCell(fmtInt(o.lag), 'lag'),
       // A negative committed offset is Kafka's "nothing committed yet".
       isNum(o.committed) && o.committed < 0 ? numCell('none', 'muted') : numCell(fmtInt(o.committed)),
       numCell(fmtInt(o.end)),
-      numCell(fmtInt(o.lag), 'lag'),
     )) : [emptyRow(5, 'No committed offsets.')]));
   }
   for (const [name, v] of groupViews) {
@@ -482,8 +486,37 @@ function renderTables(p) {
   $('table-rows').replaceChildren(...(tables.length ? tables.map((t) => el('tr', { dataset: { table: t.name } },
     el('th', { scope: 'row', className: 'mono' }, t.name),
     el('td', { className: 'num', title: isNum(t.size_bytes) ? `${fmtInt(t.size_bytes)} bytes` : '' }, fmtBytes(t.size_bytes)),
-    numCell(fmtInt(t.rows_estimate)),
+    el('td', {
+      className: `num rows${t.rows_exact ? '' : ' approx'}`,
+      dataset: { rows: isNum(t.rows) ? String(t.rows) : '', exact: String(t.rows_exact === true) },
+      title: t.rows_exact ? 'exact count' : 'PostgreSQL\'s live row count (pg_stat_user_tables.n_live_tup), not a scan',
+    }, t.rows_exact ? fmtInt(t.rows) : `≈ ${fmtCount(t.rows)}`),
   )) : [emptyRow(3, 'No tables.')]));
+}
+
+// ---- scheduler and disk ----------------------------------------------------------------------
+
+function renderSummary(p) {
+  const failed = isNum(p.dag_runs_failed_24h) ? p.dag_runs_failed_24h : null;
+  const link = $('failed-runs');
+  link.dataset.count = failed == null ? '' : String(failed);
+  $('failed-runs-count').textContent = failed == null ? '–' : plainInt(failed);
+  link.title = failed == null ? 'unknown: the database did not answer' : 'See the runs on the DAGs page';
+
+  const d = p.data_dir && typeof p.data_dir === 'object' ? p.data_dir : null;
+  $('disk-size').hidden = !d;
+  $('disk-free').hidden = !d;
+  if (!d) return;
+  $('disk-size-value').textContent = fmtBytes(d.size_bytes);
+  $('disk-size').title = `${d.path}: ${fmtInt(d.size_bytes)} bytes on disk${d.sized_at ? `, measured ${fmtTime(d.sized_at)}` : ''}${d.error ? ` (${d.error})` : ''}`;
+  const free = $('disk-free');
+  const total = isNum(d.total_bytes) && d.total_bytes > 0 ? d.total_bytes : null;
+  const share = total ? Math.round((100 * d.free_bytes) / total) : null;
+  free.dataset.low = String(d.low === true);
+  $('disk-free-value').textContent = total
+    ? `${d.low ? '⚠ ' : ''}${fmtBytes(d.free_bytes)} of ${fmtBytes(total)} (${share}%)${d.low ? ' — low' : ''}`
+    : '–';
+  free.title = d.low ? 'Below 10% or 5 GB free: PostgreSQL stops accepting writes when the disk fills.' : 'Free space on the data directory\'s disk';
 }
 
 // ---- applying snapshots ----------------------------------------------------------------------
@@ -504,6 +537,7 @@ function apply(p, full) {
   renderGroups(p);
   renderDeadLetters(p);
   renderTables(p);
+  renderSummary(p);
 
   const proc = Array.isArray(p.processor_history) ? p.processor_history : [];
   for (const c of procCharts) (full ? c.set(proc) : c.add(proc));

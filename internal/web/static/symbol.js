@@ -6,8 +6,8 @@
 // The shared helpers are loaded with this module's own ?v= query so that a
 // new release never mixes old and new modules.
 const {
-  fetchJSON, openStream, showError, el, anomalyItem, kindLabel,
-  fmtPrice, fmtVolume, fmtInt, fmtDec1, fmtTime, fmtDateTime, isoFromUnix,
+  fetchJSON, openStream, showError, el, anomalyItem, kindLabel, direction,
+  fmtPrice, fmtVolume, fmtInt, fmtDec1, fmtTime, fmtStamp, fmtChange, isoFromUnix,
 } = await import(`./common.js${new URL(import.meta.url).search}`);
 
 const INTERVALS = { '1m': 60, '5m': 300, '1d': 86400 };
@@ -15,6 +15,8 @@ const RANGES = { '1h': 3600, '1d': 86400, '5d': 5 * 86400, all: null };
 const MAX_CANDLES = 10000;
 const MAX_TRADES = 50;
 const MAX_ANOMALIES = 100;
+// The RSI(14) of a candle needs the change over the 14 before it.
+const RSI_NEEDS = 15;
 
 const COLORS = {
   up: '#3fb950',
@@ -55,6 +57,8 @@ const emptyEl = document.getElementById('empty');
 const chartNoteEl = document.getElementById('chart-note');
 const tradesEl = document.getElementById('trades');
 const lastPriceEl = document.getElementById('last-price');
+const lastChangeEl = document.getElementById('last-change');
+const rsiNoteEl = document.getElementById('rsi-note');
 const csvLink = document.getElementById('csv');
 const symAnomaliesEl = document.getElementById('sym-anomalies');
 const symAnomaliesEmpty = document.getElementById('sym-anomalies-empty');
@@ -65,6 +69,7 @@ let times = [];
 let anomalies = []; // as from /api/anomalies, any order
 let markersByTime = new Map();
 let crosshairActive = false;
+let rsiSeen = false; // some candle shown has an RSI value
 
 // Read-only hooks for browser tests.
 window.stockpipe = {
@@ -74,6 +79,13 @@ window.stockpipe = {
     return t == null ? null : { ...byTime.get(t), time: t };
   },
   markerCount: () => (markers ? markers.markers().length : 0),
+  rsiPaneRect: () => {
+    const pane = chart && chart.panes()[1];
+    const e = pane && pane.getHTMLElement();
+    if (!e) return null;
+    const r = e.getBoundingClientRect();
+    return { top: r.top, bottom: r.bottom, left: r.left, right: r.right };
+  },
   interval: state.interval,
   loaded: false,
 };
@@ -210,7 +222,9 @@ function setAllData(rows) {
     ind.lines.forEach((l, i) => lineSeries[key][i].setData(sorted.map((c) => linePoint(c, l.field))));
   }
   rsi.setData(sorted.map((c) => linePoint(c, 'rsi_14')));
+  rsiSeen = sorted.some((c) => num(c.rsi_14) != null);
   emptyEl.hidden = times.length > 0;
+  updateRsiNote();
 }
 
 // Applies one streamed candle: updates the forming bar or appends a new one.
@@ -233,11 +247,47 @@ function applyCandle(c) {
   } catch (err) {
     console.warn('chart update failed', err);
   }
+  if (num(c.rsi_14) != null) rsiSeen = true;
+  updateRsiNote();
   emptyEl.hidden = true;
   chartNoteEl.hidden = true;
   if (isNew) refreshMarkers();
   if (!crosshairActive) renderLegend(null);
 }
+
+// ---- the RSI pane's note -------------------------------------------------------------
+
+// An empty pane reads as broken; say why it is empty instead.
+function updateRsiNote() {
+  const n = times.length;
+  const show = n > 0 && !rsiSeen;
+  if (show) {
+    rsiNoteEl.textContent = n < RSI_NEEDS
+      ? `RSI(14) needs ${RSI_NEEDS} candles; ${n} so far.`
+      : 'RSI(14) has no values for these candles yet.';
+  }
+  if (show !== !rsiNoteEl.hidden) {
+    rsiNoteEl.hidden = !show;
+    if (show) placeRsiNote();
+  }
+}
+
+// Centres the note on the RSI pane, whose place depends on the chart's size.
+function placeRsiNote() {
+  if (rsiNoteEl.hidden || !chart) return;
+  const pane = chart.panes()[1];
+  const paneEl = pane && pane.getHTMLElement();
+  const box = rsiNoteEl.offsetParent;
+  if (!paneEl || !box) return;
+  const p = paneEl.getBoundingClientRect();
+  const b = box.getBoundingClientRect();
+  if (p.height === 0) {
+    requestAnimationFrame(placeRsiNote); // not laid out yet
+    return;
+  }
+  rsiNoteEl.style.top = `${p.top - b.top + p.height / 2}px`;
+}
+new ResizeObserver(() => requestAnimationFrame(placeRsiNote)).observe(chartEl);
 
 // ---- markers and anomalies ---------------------------------------------------------
 
@@ -337,7 +387,7 @@ function onCrosshair(param) {
   }
   tipEl.replaceChildren(...group.map((a) => el('div', { className: `tip-item sev-${a.severity}` },
     el('strong', {}, `${kindLabel(a.kind)} · ${a.severity}`), ' ',
-    el('span', { className: 'muted' }, fmtTime(a.ts, true)),
+    el('span', { className: 'muted' }, fmtStamp(a.ts, true)),
     el('div', {}, a.detail || ''))));
   tipEl.hidden = false;
   // Place it beside the crosshair, kept inside the chart box.
@@ -392,7 +442,7 @@ function addTrades(list) {
 
 function applyTick(ev) {
   if (ev.symbol !== symbol) return;
-  lastPriceEl.textContent = fmtPrice(ev.price);
+  setLast(ev.price, ev.ts);
   if (Array.isArray(ev.trades)) addTrades(ev.trades);
 }
 
@@ -404,10 +454,66 @@ async function loadTrades() {
     tradesEl.replaceChildren();
     newestTrade = null;
     addTrades(list);
-    if (list.length && !lastPriceEl.textContent) lastPriceEl.textContent = fmtPrice(list[0].price);
+    if (list.length) setLast(list[0].price, list[0].ts);
   } finally {
     tradeGate.open();
   }
+}
+
+// ---- the header: last price and the change on the day ---------------------------------------
+
+// As on the overview: the change is measured from the day's first trade,
+// the open of the first 1m candle of the New York trading day.
+const quote = { last: null, lastMs: -Infinity, dayOpen: null, bucket: null };
+const nyDay = new Intl.DateTimeFormat('en-CA', { timeZone: 'America/New_York', year: 'numeric', month: '2-digit', day: '2-digit' });
+const dayOf = (sec) => nyDay.format(new Date(sec * 1000));
+const pctFmt = new Intl.NumberFormat('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2, useGrouping: false });
+
+// Takes a trade's price unless a later one is shown already.
+function setLast(price, ts) {
+  const ms = Date.parse(ts);
+  if (!Number.isFinite(price) || (Number.isFinite(ms) && ms < quote.lastMs)) return;
+  quote.last = price;
+  if (Number.isFinite(ms)) quote.lastMs = ms;
+  renderQuote();
+}
+
+function renderQuote() {
+  lastPriceEl.textContent = quote.last == null ? '' : fmtPrice(quote.last);
+  const change = quote.last != null && quote.dayOpen ? quote.last - quote.dayOpen : null;
+  lastChangeEl.classList.remove('up', 'down', 'flat');
+  if (change == null) {
+    lastChangeEl.textContent = '';
+    lastChangeEl.title = '';
+    return;
+  }
+  const pct = (100 * change) / quote.dayOpen;
+  const sign = pct > 0 ? '+' : pct < 0 ? '−' : '';
+  lastChangeEl.textContent = `${fmtChange(change)} (${sign}${pctFmt.format(Math.abs(pct))}%)`;
+  lastChangeEl.classList.add(direction(change));
+  lastChangeEl.title = `Change since the day's first trade (New York trading day) at ${fmtPrice(quote.dayOpen)}`;
+}
+
+// A 1m candle of a new trading day moves the reference to its open.
+function trackDay(c) {
+  if (c.symbol !== symbol || c.interval !== '1m' || !Number.isFinite(c.t)) return;
+  if (quote.bucket != null && c.t < quote.bucket) return;
+  if (quote.bucket == null || dayOf(c.t) !== dayOf(quote.bucket)) quote.dayOpen = c.open;
+  quote.bucket = c.t;
+  renderQuote();
+}
+
+async function loadQuote() {
+  const list = await fetchJSON(`/api/symbols?symbol=${encodeURIComponent(symbol)}`);
+  const q = Array.isArray(list) ? list.find((x) => x.symbol === symbol) : null;
+  if (!q) return;
+  const bucket = Math.floor(Date.parse(q.bucket) / 1000);
+  if (quote.bucket == null || (Number.isFinite(bucket) && bucket >= quote.bucket)) {
+    quote.dayOpen = q.day_open;
+    quote.bucket = Number.isFinite(bucket) ? bucket : quote.bucket;
+  }
+  setLast(q.last, q.ts);
+  renderQuote();
 }
 
 // ---- controls and URL state -------------------------------------------------------------
@@ -436,7 +542,7 @@ function syncControls() {
   if (state.at) {
     const t = document.getElementById('at-time');
     t.dateTime = state.at;
-    t.textContent = fmtDateTime(state.at);
+    t.textContent = fmtStamp(state.at);
   }
   const q = new URLSearchParams({ interval: state.interval, range: state.range });
   if (state.at) q.set('at', state.at);
@@ -611,18 +717,26 @@ if (!LWC) {
 createChart();
 renderLegend(null);
 
+const gatedCandle = chartGate.wrap(applyCandle);
 const stream = openStream(`/api/stream?symbol=${encodeURIComponent(symbol)}`, {
   tick: tradeGate.wrap(applyTick),
-  candle: chartGate.wrap(applyCandle),
+  candle: (c) => {
+    trackDay(c);
+    gatedCandle(c);
+  },
   anomaly: chartGate.wrap(addAnomaly),
   status: () => {},
   reconnected: () => {
     load();
     loadTrades().catch((err) => console.warn('trades', err));
+    loadQuote().catch((err) => console.warn('quote', err));
   },
 });
 
 loadTrades().catch((err) => {
   if (err.status !== 404) showError(`Could not load trades: ${err.message}`);
+});
+loadQuote().catch((err) => {
+  if (err.status !== 404) console.warn('quote', err);
 });
 load();
