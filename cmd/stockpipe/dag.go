@@ -21,10 +21,12 @@ type schedFlags struct {
 	retention  time.Duration
 	partitions int
 	group      string
+	replayDir  string
 }
 
 func (f *schedFlags) register(c *command, withPartitions bool) {
 	c.fs.DurationVar(&f.retention, "retention", 7*24*time.Hour, "how long the retention DAG keeps raw ticks (candles are kept)")
+	c.fs.StringVar(&f.replayDir, "replay-dir", "", "directory below which the backfill DAG's file parameter must lie; the web may name a file only if this is set")
 	if withPartitions {
 		c.fs.IntVar(&f.partitions, "partitions", 6, "partition count the health DAG expects of the ticks topic")
 	}
@@ -41,7 +43,7 @@ func (f *schedFlags) config(pool *pgxpool.Pool, kcfg kafka.Config, group string,
 		group = f.group
 	}
 	dags := orchestrate.Shipped(orchestrate.Deps{Pool: pool, Kafka: kcfg, Group: group,
-		Partitions: int32(f.partitions), Retention: f.retention})
+		Partitions: int32(f.partitions), Retention: f.retention, ReplayDir: f.replayDir})
 	return orchestrate.Config{Pool: pool, DAGs: dags, Kafka: kcfg, Logger: log}
 }
 
@@ -173,6 +175,13 @@ func dagCommand() *command {
 			d, err := parseDate(*date, "--date", dag)
 			if err != nil {
 				return err
+			}
+			if file := params.m["file"]; file != "" && sf.replayDir != "" {
+				f, err := orchestrate.OpenReplayFile(sf.replayDir, file)
+				if err != nil {
+					return fmt.Errorf("--param file: %w", err)
+				}
+				f.Close()
 			}
 			id, err := s.Trigger(rc.ctx, name, d, params.m)
 			if err != nil {

@@ -302,3 +302,34 @@ func TestJourneyMarketCloseToday(t *testing.T) {
 	u.signal(t, syscall.SIGINT)
 	u.wait(t)
 }
+
+// TestJourneyCrossSiteTrigger sends the two requests a hostile page makes a
+// browser send to a laptop's up (as curl shows them): both are refused and
+// start no run.
+func TestJourneyCrossSiteTrigger(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	u := startUp(t, upDataDir(t), nil)
+	for _, tc := range []struct{ dag, body string }{
+		{"backfill", `{"params":{"file":"/etc/passwd","symbol":"PWN"}}`},
+		{"retention", `{"params":{"retention":"1s"}}`},
+	} {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+u.web+"/api/dags/"+tc.dag+"/trigger", strings.NewReader(tc.body))
+		req.Header.Set("Content-Type", "text/plain")
+		req.Header.Set("Origin", "http://evil.example")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("cross-site trigger of %s: %d, want 403", tc.dag, resp.StatusCode)
+		}
+	}
+	if n := scalar(t, u.pool, `SELECT count(*) FROM dag_runs WHERE dag IN ('backfill', 'retention') AND (params ? 'file' OR params ? 'retention')`); n != 0 {
+		t.Fatalf("%d runs started by cross-site requests", n)
+	}
+	u.signal(t, syscall.SIGINT)
+	u.wait(t)
+}

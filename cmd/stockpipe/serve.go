@@ -64,8 +64,8 @@ func serveCommand() *command {
 		if err != nil {
 			return err
 		}
-		return serveHTTP(rc, web.Config{Pool: pool, Kafka: kcfg, Group: *group, Metrics: telemetry.New(),
-			AuthToken: hf.token, RequireToken: !hf.loopback(), Ready: ready, Scheduler: sched}, ln)
+		return serveHTTP(rc, hf.apply(web.Config{Pool: pool, Kafka: kcfg, Group: *group, Metrics: telemetry.New(),
+			Ready: ready, Scheduler: sched, ReplayDir: sf.replayDir}), ln)
 	}
 	return c
 }
@@ -80,15 +80,28 @@ func listenHTTP(addr string) (net.Listener, error) {
 
 // httpFlags configure an HTTP listener and its protection.
 type httpFlags struct {
-	addr     string
-	token    string
-	insecure bool
+	addr         string
+	token        string
+	insecure     bool
+	allowedHosts string
 }
 
 func (h *httpFlags) register(c *command) {
 	c.fs.StringVar(&h.addr, "http", "127.0.0.1:8050", "address to serve the dashboard and API on")
 	c.fs.StringVar(&h.token, "auth-token", "", "token required on every state-changing request (Authorization: Bearer …); needed to serve beyond loopback")
 	c.fs.BoolVar(&h.insecure, "insecure", false, "allow serving beyond loopback without --auth-token")
+	c.fs.StringVar(&h.allowedHosts, "allowed-hosts", "", "host names the dashboard answers to besides loopback addresses and localhost (comma-separated; e.g. the name a reverse proxy forwards); given, they are enforced on any bind")
+}
+
+// apply sets the web configuration's access rules from the flags: the
+// token, and the Host check against DNS rebinding, on whenever the server
+// is bound to loopback or names are listed.
+func (h *httpFlags) apply(cfg web.Config) web.Config {
+	cfg.AuthToken = h.token
+	cfg.RequireToken = !h.loopback()
+	cfg.AllowedHosts = splitList(h.allowedHosts)
+	cfg.RestrictHosts = h.loopback() || len(cfg.AllowedHosts) > 0
+	return cfg
 }
 
 // loopback reports whether the address only accepts local connections.

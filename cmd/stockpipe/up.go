@@ -212,8 +212,8 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 		return nil
 	}}}
 	wg.Go(func() {
-		webErr = serveHTTP(rc, web.Config{Pool: pool, Kafka: kcfg, Group: pcfg.Group, Metrics: metrics,
-			AuthToken: cfg.hf.token, RequireToken: !cfg.hf.loopback(), Ready: ready, Scheduler: sched, DataDir: cfg.dataDir}, ln)
+		webErr = serveHTTP(rc, cfg.hf.apply(web.Config{Pool: pool, Kafka: kcfg, Group: pcfg.Group, Metrics: metrics,
+			Ready: ready, Scheduler: sched, DataDir: cfg.dataDir, ReplayDir: cfg.sf.replayDir}), ln)
 	})
 	wg.Go(func() { procErr = proc.Run(rc.ctx) })
 	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, cfg.g.pace(rc), metrics) })

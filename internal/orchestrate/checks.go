@@ -145,3 +145,11 @@ func trimZeros(s string) string {
 	}
 	return s
 }
+
+// PermanentError is a task's error that retrying cannot cure (bad input,
+// a file that may not be read): the task fails at once, without using its
+// retries.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }

@@ -93,4 +93,7 @@ type Deps struct {
 	// Now is the clock the DAGs judge by whether a trading session is
 	// over; nil means time.Now.
 	Now func() time.Time
+	// ReplayDir, if set, is the directory below which the backfill DAG's
+	// file parameter must lie (see OpenReplayFile).
+	ReplayDir string
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -1233,9 +1232,9 @@ func (s *shipped) replayFile(ctx context.Context, tc *TaskContext, symbol, path 
 	if err != nil {
 		return err
 	}
-	f, err := os.Open(path)
+	f, err := OpenReplayFile(s.d.ReplayDir, path)
 	if err != nil {
-		return fmt.Errorf("opening the replay file: %w", err)
+		return &PermanentError{Err: err}
 	}
 	defer f.Close()
 	rp, err := generate.NewReplay(f, generate.ReplayConfig{Symbol: symbol, SkipBad: skipBad, StartSeq: startSeq})

@@ -166,6 +166,8 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 
 	var verdict *ChecksFailedError
 	isVerdict := errors.As(run, &verdict)
+	var perm *PermanentError
+	permanent := isVerdict || errors.As(run, &perm)
 	var checks []CheckResult
 	if tc != nil {
 		checks = tc.recordedChecks()
@@ -188,13 +190,15 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 	// checks: the data was measured, and measuring it again would find the
 	// same.
 	cancelled := errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely)
-	interrupted := !isVerdict && !cancelled && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded)
-	final := isVerdict || cancelled || (!interrupted && job.Attempt >= job.MaxAttempts)
+	interrupted := !permanent && !cancelled && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded)
+	final := permanent || cancelled || (!interrupted && job.Attempt >= job.MaxAttempts)
 	switch {
 	case interrupted:
 		tlog.Warn("task interrupted; it will run again", "error", run.Error())
 	case isVerdict:
 		tlog.Error("checks failed; the task fails without retrying", "error", run.Error(), "attempts", job.Attempt)
+	case permanent:
+		tlog.Error("task failed; retrying cannot help", "error", run.Error(), "attempts", job.Attempt)
 	case final:
 		tlog.Error("task failed", "error", run.Error(), "attempts", job.Attempt)
 	default:
@@ -207,7 +211,7 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 		// runs the task again and records that attempt.
 		return errors.Join(run, err)
 	}
-	if isVerdict {
+	if permanent {
 		// River would retry any other error while attempts remain; a
 		// cancelled job is never run again.
 		return river.JobCancel(run)

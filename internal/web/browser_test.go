@@ -70,7 +70,7 @@ func startPipeline(t *testing.T) *pipeline {
 		t.Fatal(err)
 	}
 	wg.Go(func() { _ = proc.Run(ctx) })
-	srv, err := web.New(web.Config{Pool: pool, Kafka: kcfg, Logger: log, DataDir: dataDir})
+	srv, err := web.New(web.Config{Pool: pool, Kafka: kcfg, Logger: log, DataDir: dataDir, RestrictHosts: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -248,6 +252,10 @@ func (s *Server) apiTrigger(w http.ResponseWriter, r *http.Request) {
 		}
 		logical = t
 	}
+	if code, msg := s.checkWebParams(r, d, body.Params); code != 0 {
+		writeError(w, code, msg)
+		return
+	}
 	id, err := sch.Trigger(r.Context(), name, logical, body.Params)
 	if err != nil {
 		s.fail(w, r, err)
@@ -333,4 +341,47 @@ func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
 		Title, Version string
 		RunID          int64
 	}{"stockpipe — run " + strconv.FormatInt(id, 10), s.cfg.Version, id})
+}
+
+// minWebRetention is the shortest retention a page may ask for without the
+// server's token: shorter would let one click delete the day's history.
+const minWebRetention = time.Hour
+
+// checkWebParams refuses, before any run exists, parameters the web may
+// not set: names the DAG does not declare, a file to replay that is not
+// below the server's replay directory (or any file, without one), and a
+// retention under minWebRetention without the token. It returns the status
+// and message to answer, or 0.
+func (s *Server) checkWebParams(r *http.Request, d orchestrate.DAG, params map[string]string) (int, string) {
+	for k := range params {
+		if _, ok := d.Params[k]; !ok {
+			names := slices.Sorted(maps.Keys(d.Params))
+			return http.StatusBadRequest, fmt.Sprintf("DAG %s has no parameter %q (it has: %s)", d.Name, k, strings.Join(names, ", "))
+		}
+	}
+	if file := strings.TrimSpace(params["file"]); file != "" {
+		if s.cfg.ReplayDir == "" {
+			return http.StatusForbidden, "a file to replay cannot be named from the web unless the server has a replay directory " +
+				"(--replay-dir DIR), and then only a file below it; from the command line: stockpipe dag trigger backfill --param file=…"
+		}
+		f, err := orchestrate.OpenReplayFile(s.cfg.ReplayDir, file)
+		if err != nil {
+			if errors.Is(err, orchestrate.ErrOutsideReplayDir) {
+				return http.StatusForbidden, err.Error()
+			}
+			return http.StatusBadRequest, err.Error()
+		}
+		f.Close()
+	}
+	if v := strings.TrimSpace(params["retention"]); v != "" {
+		keep, err := time.ParseDuration(v)
+		if err != nil || keep <= 0 {
+			return http.StatusBadRequest, fmt.Sprintf("parameter retention=%q is not a positive duration such as 168h", v)
+		}
+		if keep < minWebRetention && !s.hasToken(r) {
+			return http.StatusForbidden, fmt.Sprintf("a retention under %v deletes recent history: from the web it needs the server's token (--auth-token); "+
+				"from the command line: stockpipe dag trigger retention --param retention=%s", minWebRetention, v)
+		}
+	}
+	return 0, ""
 }

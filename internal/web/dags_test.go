@@ -30,6 +30,7 @@ func dagServer(t *testing.T, token string) (*httptest.Server, *atomic.Int64) {
 	ran := new(atomic.Int64)
 	dags := []orchestrate.DAG{{
 		Name: "demo", Description: "two steps", Schedule: "30 16 * * 1-5", Location: mustLoc(t, "America/New_York"),
+		Params: map[string]string{"k": ""},
 		Tasks: []orchestrate.Task{
 			{Name: "first", Run: func(ctx context.Context, tc *orchestrate.TaskContext) error {
 				ran.Add(1)
@@ -74,7 +75,8 @@ func schedServer(t *testing.T, token string, dagsOf func(*pgxpool.Pool) []orches
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := web.New(web.Config{Pool: pool, Scheduler: client, AuthToken: token, RequireToken: token != "", Logger: log})
+	// Guarded as up serves on loopback: the pages must work through it.
+	srv, err := web.New(web.Config{Pool: pool, Scheduler: client, AuthToken: token, RequireToken: token != "", Logger: log, RestrictHosts: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +95,7 @@ func TestDAGAPI(t *testing.T) {
 	hs, ran := dagServer(t, "tok")
 	post := func(auth, body string) (int, string) {
 		req, _ := http.NewRequest(http.MethodPost, hs.URL+"/api/dags/demo/trigger", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
 		if auth != "" {
 			req.Header.Set("Authorization", "Bearer "+auth)
 		}
@@ -234,6 +237,7 @@ func failedQualityRun(t *testing.T) (*httptest.Server, int64) {
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest(http.MethodPost, hs.URL+"/api/dags/market_close/trigger", strings.NewReader(`{"date":"2026-11-04"}`))
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

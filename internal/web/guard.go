@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -25,8 +27,9 @@ func safeMethod(m string) bool {
 }
 
 // Handler returns the HTTP handler: security headers on every response, a
-// bound on request bodies, the token on every state-changing request when
-// one is configured, and request metrics.
+// bound on request bodies, the Host header check (DNS rebinding), the
+// cross-origin check and JSON-only bodies on state-changing requests, the
+// token on them when one is configured, and request metrics.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -35,6 +38,24 @@ func (s *Server) Handler() http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "same-origin")
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if !s.hostAllowed(r.Host) {
+			writeError(w, http.StatusMisdirectedRequest, "this server does not answer to the name "+strconv.Quote(r.Host)+
+				": open it as http://127.0.0.1 or http://localhost, or list the name with --allowed-hosts")
+			s.countRequest("wrong_host", http.StatusMisdirectedRequest, 0)
+			return
+		}
+		if !safeMethod(r.Method) {
+			if err := s.csrf.Check(r); err != nil {
+				writeError(w, http.StatusForbidden, "cross-origin request refused: state-changing requests are accepted only from this server's own pages (or from clients that send no Origin, such as curl)")
+				s.countRequest("cross_origin", http.StatusForbidden, 0)
+				return
+			}
+			if hasBody(r) && !isJSON(r.Header.Get("Content-Type")) {
+				writeError(w, http.StatusUnsupportedMediaType, "the body must be JSON, sent with Content-Type: application/json")
+				s.countRequest("not_json", http.StatusUnsupportedMediaType, 0)
+				return
+			}
+		}
 		if !safeMethod(r.Method) && !s.authorized(r) {
 			h.Set("WWW-Authenticate", `Bearer realm="stockpipe"`)
 			writeError(w, http.StatusUnauthorized, "this request changes state and needs the server's token: send 'Authorization: Bearer <token>' (see --auth-token)")
@@ -60,8 +81,56 @@ func (s *Server) authorized(r *http.Request) bool {
 	if s.cfg.AuthToken == "" {
 		return !s.cfg.RequireToken
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) == 1
+	return s.hasToken(r)
+}
+
+// hasToken reports whether r carries the server's token. The scheme is
+// case-insensitive (RFC 9110).
+func (s *Server) hasToken(r *http.Request) bool {
+	if s.cfg.AuthToken == "" {
+		return false
+	}
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") &&
+		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(s.cfg.AuthToken)) == 1
+}
+
+// hostAllowed reports whether the Host header names this server. A server
+// bound to loopback answers only to loopback addresses, localhost and the
+// names listed in Config.AllowedHosts: a page of any other name that
+// resolves to 127.0.0.1 (DNS rebinding) would otherwise be same-origin with
+// the API and could read it.
+func (s *Server) hostAllowed(host string) bool {
+	if !s.cfg.RestrictHosts {
+		return true
+	}
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	}
+	name = strings.ToLower(strings.TrimSuffix(strings.Trim(name, "[]"), "."))
+	if name == "localhost" {
+		return true
+	}
+	if ip := net.ParseIP(name); ip != nil && ip.IsLoopback() {
+		return true
+	}
+	for _, a := range s.cfg.AllowedHosts {
+		if strings.EqualFold(strings.TrimSuffix(a, "."), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasBody reports whether a request carries a body.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength > 0 || r.ContentLength < 0 && len(r.TransferEncoding) > 0
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
 }
 
 func (s *Server) countRequest(route string, code int, took time.Duration) {

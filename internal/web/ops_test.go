@@ -327,6 +327,7 @@ func TestStateChangingRequestsNeedToken(t *testing.T) {
 		{"Bearer s3cret", http.StatusNotFound}, // past the guard; there is no such POST endpoint
 	} {
 		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/api/candles", strings.NewReader("{}"))
+		req.Header.Set("Content-Type", "application/json")
 		if tc.auth != "" {
 			req.Header.Set("Authorization", tc.auth)
 		}

@@ -54,6 +54,18 @@ type Config struct {
 	// set; the command sets it when the server is reachable beyond
 	// loopback.
 	RequireToken bool
+	// RestrictHosts answers only requests whose Host header is a loopback
+	// address, localhost or one of AllowedHosts (421 otherwise), against
+	// DNS rebinding; the command sets it when the server is bound to
+	// loopback or AllowedHosts is given.
+	RestrictHosts bool
+	// AllowedHosts are further names the server answers to (without the
+	// port), e.g. the name a reverse proxy forwards.
+	AllowedHosts []string
+	// ReplayDir is the directory below which a DAG triggered from the web
+	// may name a file to replay (the backfill DAG's file parameter); empty
+	// means the web may name none.
+	ReplayDir string
 	// Ready are the checks /readyz runs besides the database's.
 	Ready []Check
 	// Scheduler, if set, backs /dags and the DAG API (a client suffices:
@@ -128,6 +140,9 @@ type Server struct {
 	disk     *diskUsage // nil without a DataDir
 	stat     statusCache
 	live     atomic.Bool // the live stream's LISTEN is in place
+	// csrf refuses state-changing requests from other origins' pages
+	// (Sec-Fetch-Site, else Origin against Host): net/http's own check.
+	csrf *http.CrossOriginProtection
 
 	listening     chan struct{} // closed once the live stream's LISTEN is in place
 	listeningOnce sync.Once
@@ -159,6 +174,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
+		csrf:  http.NewCrossOriginProtection(),
 		cfg:   cfg,
 		log:   cfg.Logger.With("component", "web"),
 		read:  store.NewReader(cfg.Pool),
