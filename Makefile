@@ -29,7 +29,7 @@ test: vet
 ## stopped for two real minutes, without the race detector; prints the accounting
 test-chaos:
 	STOCKPIPE_CHAOS=full $(GO) test -count=1 -timeout 10m -run '^TestLateOnlyRelativeToOwnSymbol$$' ./internal/analytics
-	cd cmd/stockpipe && STOCKPIPE_CHAOS=full $(GO) test -count=1 -timeout 30m -run '^(TestChaos|TestScaleOut|TestUpRestartRaisesNoStale)$$'
+	cd cmd/stockpipe && STOCKPIPE_CHAOS=full $(GO) test -count=1 -timeout 30m -run '^(TestChaos|TestScaleOut|TestUpRestartRaisesNoStale|TestRecoveryDoesNotRewind)$$'
 
 vet:
 	$(GO) vet $(PKGS)

@@ -284,6 +284,18 @@ func (p *Partition) idle(out *Output) {
 	}
 }
 
+// Discard forgets which open candles changed since the last Flush, without
+// reporting them. The processor calls it for ticks it applies only to
+// rebuild state (a replay from a checkpoint after a crash): their rows are
+// stored already, and writing them again would show readers older values
+// until the replay caught up.
+func (p *Partition) Discard() {
+	for _, s := range p.dirty {
+		s.dirty = false
+	}
+	p.dirty = p.dirty[:0]
+}
+
 // Flush appends the current state of every open candle that changed since
 // the last Flush, sealed ones with Final set, with indicators as if its
 // close were the next close.

@@ -68,9 +68,6 @@ type Batch struct {
 	Anomalies []anomaly.Anomaly
 	// Meta, if set, is announced to live listeners with the batch.
 	Meta *BatchMeta
-	// Replay marks a batch whose ticks may be stored already (records
-	// replayed from a checkpoint): they go in by INSERT … ON CONFLICT.
-	Replay bool
 
 	// column buffers reused across commits
 	cols tickColumns
@@ -87,7 +84,6 @@ func (b *Batch) Reset() {
 	b.Candles = b.Candles[:0]
 	b.Anomalies = b.Anomalies[:0]
 	b.Meta = nil
-	b.Replay = false
 }
 
 // CommitResult says what a commit stored.
@@ -156,9 +152,6 @@ func (s *Sink) LoadOffsets(ctx context.Context, group, topic string, partitions 
 // INSERT … SELECT FROM unnest($arrays) ON CONFLICT DO NOTHING, which the
 // sink then keeps using for a while.
 func (s *Sink) Commit(ctx context.Context, b *Batch) (CommitResult, error) {
-	if b.Replay {
-		return s.commit(ctx, b, false)
-	}
 	useCopy := len(b.Ticks) >= minCopy && s.conflictFree.Load() >= 0
 	if useCopy {
 		res, err := s.commit(ctx, b, true)

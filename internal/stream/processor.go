@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -163,6 +165,10 @@ type partition struct {
 	checkpoint   int64
 	checkpointed time.Time
 	stateSize    int // bytes of the last checkpoint
+	// replayFrom is the offset a replay from the checkpoint started at,
+	// and replayBegan when; replayFrom is -1 when no replay is under way.
+	replayFrom  int64
+	replayBegan time.Time
 	// an is the partition's analytics state, restored from its snapshot.
 	an *analytics.Partition
 }
@@ -177,10 +183,11 @@ type work struct {
 	dup     int64   // duplicates dropped
 	late    int64   // late ticks rejected
 	n       int     // records taken
-	// replayed counts records below their partition's stored offset
-	// (rebuilding state from a checkpoint), replayedTicks the valid ticks
-	// among them, which are stored already.
-	replayed, replayedTicks int64
+	// replayed counts records below their partition's stored offset,
+	// applied only to rebuild state from a checkpoint; what they produce
+	// goes to scratch and is dropped (see add).
+	replayed int64
+	scratch  analytics.Output
 }
 
 // lane is the part of a batch that one transaction commits: the rows and
@@ -206,7 +213,8 @@ func (w *work) reset() {
 	w.dlq = w.dlq[:0]
 	w.touched = w.touched[:0]
 	w.dup, w.late, w.n = 0, 0, 0
-	w.replayed, w.replayedTicks = 0, 0
+	w.replayed = 0
+	w.scratch.Reset()
 }
 
 func (w *work) lane(partition int32) *lane { return &w.lanes[int(partition)%len(w.lanes)] }
@@ -253,7 +261,7 @@ func (p *Processor) newPartition(expected int64, state []byte) (*partition, erro
 	if err := an.Restore(state); err != nil {
 		return nil, err
 	}
-	return &partition{expected: expected, next: expected, checkpoint: -1, an: an}, nil
+	return &partition{expected: expected, next: expected, checkpoint: -1, replayFrom: -1, an: an}, nil
 }
 
 // Stats returns the running totals.
@@ -372,6 +380,10 @@ func (p *Processor) session(ctx context.Context) (err error) {
 		if fetches.IsClientClosed() {
 			return nil
 		}
+		if err := p.configErrorIn(ctx, cl, fetches); err != nil {
+			cl.AllowRebalance()
+			return err
+		}
 		p.logFetchErrors(fetches)
 		p.add(w, fetches)
 		if w.n > 0 && p.cfg.BatchWait > 0 {
@@ -435,6 +447,57 @@ func (p *Processor) owned() []int32 {
 	return ids
 }
 
+// configErrorIn returns a *configError if the broker refused the consumer
+// for a reason no retry can fix: the group cannot be joined with this
+// configuration, or this client may not. franz-go retries those for ever.
+func (p *Processor) configErrorIn(ctx context.Context, cl *kgo.Client, f kgo.Fetches) error {
+	var found error
+	f.EachError(func(_ string, _ int32, err error) {
+		if found != nil {
+			return
+		}
+		switch {
+		case errors.Is(err, kerr.InvalidSessionTimeout):
+			found = fmt.Errorf("--session-timeout %v is refused by the broker: %s", p.cfg.SessionTimeout, sessionRange(ctx, cl))
+		case errors.Is(err, kerr.InvalidGroupID):
+			found = fmt.Errorf("--group %q is refused by the broker as a group id: %w", p.cfg.Group, err)
+		case errors.Is(err, kerr.GroupAuthorizationFailed), errors.Is(err, kerr.TopicAuthorizationFailed):
+			found = fmt.Errorf("the broker does not let this client consume %s in group %s (check the ACLs of --kafka-user): %w", p.cfg.Topic, p.cfg.Group, err)
+		}
+	})
+	if found != nil {
+		return &configError{found}
+	}
+	return nil
+}
+
+// sessionRange describes the session timeouts the broker accepts, as far
+// as it will say.
+func sessionRange(ctx context.Context, cl *kgo.Client) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rcs, err := kadm.NewClient(cl).DescribeBrokerConfigs(ctx)
+	bounds := map[string]time.Duration{}
+	if err == nil {
+		for _, rc := range rcs {
+			for _, c := range rc.Configs {
+				if c.Value == nil || (c.Key != "group.min.session.timeout.ms" && c.Key != "group.max.session.timeout.ms") {
+					continue
+				}
+				if ms, err := strconv.ParseInt(*c.Value, 10, 64); err == nil {
+					bounds[c.Key] = time.Duration(ms) * time.Millisecond
+				}
+			}
+		}
+	}
+	lo, okLo := bounds["group.min.session.timeout.ms"]
+	hi, okHi := bounds["group.max.session.timeout.ms"]
+	if okLo && okHi {
+		return fmt.Sprintf("it allows %v to %v (group.min.session.timeout.ms and group.max.session.timeout.ms); pass a value in that range", lo, hi)
+	}
+	return "it is outside the broker's group.min.session.timeout.ms to group.max.session.timeout.ms (6s to 30m by default); pass a value in that range"
+}
+
 func (p *Processor) logFetchErrors(f kgo.Fetches) {
 	f.EachError(func(topic string, partition int32, err error) {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -463,10 +526,25 @@ func (p *Processor) add(w *work, f kgo.Fetches) {
 		}
 		part.next = r.Offset + 1
 		l := w.lane(r.Partition)
-		replay := r.Offset < part.expected
-		if replay {
+		if r.Offset < part.expected {
+			// Committed before: what it produced (its tick, candles,
+			// anomalies, rejection) is stored and published already, and
+			// writing it again would show readers older values until the
+			// replay caught up. It only rebuilds the state.
 			w.replayed++
-			l.b.Replay = true
+			var t market.Tick
+			if p.decode(r, &t, now) == nil {
+				part.an.Apply(&t, &w.scratch)
+			}
+			w.scratch.Reset()
+			part.an.Discard()
+			if part.next >= part.expected {
+				p.replayed1(r.Partition, part)
+			}
+			return
+		}
+		if part.replayFrom >= 0 {
+			p.replayed1(r.Partition, part) // its last replayed records are gone from the topic
 		}
 
 		var t market.Tick
@@ -497,11 +575,18 @@ func (p *Processor) add(w *work, f kgo.Fetches) {
 			w.dlq = append(w.dlq, deadLetter(p.cfg.DLQTopic, r, rj))
 			return
 		}
-		if replay {
-			w.replayedTicks++
-		}
 		l.b.Ticks = append(l.b.Ticks, store.TickRow{Tick: t, Partition: r.Partition, Offset: r.Offset, Raw: r.Value})
 	})
+}
+
+// replayed1 logs, once per partition, how long rebuilding its state from
+// the checkpoint took. p.mu is held.
+func (p *Processor) replayed1(id int32, part *partition) {
+	n := part.expected - part.replayFrom
+	took := time.Since(part.replayBegan)
+	p.log.Info(fmt.Sprintf("replayed %d records of partition %d from the checkpoint, %s", n, id, took.Round(time.Millisecond)),
+		"partition", id, "records", n, "took", took, "records_per_s", int64(float64(n)/max(took.Seconds(), 1e-9)))
+	part.replayFrom = -1
 }
 
 func (p *Processor) decode(r *kgo.Record, t *market.Tick, now time.Time) error {
@@ -659,7 +744,7 @@ func (p *Processor) launch(ctx context.Context, cl *kgo.Client, w *work) *flight
 			break
 		}
 		if l := &w.lanes[i]; len(l.b.Offsets) > 0 {
-			l.b.Meta = &store.BatchMeta{Records: w.n, Ticks: ticks, Rejected: rejected,
+			l.b.Meta = &store.BatchMeta{Records: w.n - int(w.replayed), Ticks: ticks, Rejected: rejected,
 				PrevCommitMs: p.prevCommitMs, PrevE2EP50Ms: p.prevE2E[0], PrevE2EP99Ms: p.prevE2E[1]}
 			break
 		}
@@ -832,9 +917,7 @@ func (p *Processor) observe(w *work, res store.CommitResult, took time.Duration)
 			p.cfg.Latencies(p.lat)
 		}
 	}
-	// Replayed ticks are stored already; they are not duplicates sent
-	// twice.
-	dup := max(res.Duplicates-w.replayedTicks, 0) + w.dup
+	dup := res.Duplicates + w.dup
 	m.ObserveBatch(w.n, int(res.Inserted), int(dup), took)
 
 	p.consumed.Add(int64(w.n) - w.replayed)
@@ -912,6 +995,9 @@ func (p *Processor) assign(ctx context.Context, offsets map[string]map[int32]kgo
 			// there to next_offset rebuild the state and are stored
 			// already.
 			part.next, part.checkpoint, part.checkpointed = o.StateOffset, o.StateOffset, time.Now()
+			if o.Next > o.StateOffset {
+				part.replayFrom, part.replayBegan = o.StateOffset, time.Now()
+			}
 			parts[id] = kgo.NewOffset().At(o.StateOffset).WithEpoch(-1)
 		} else {
 			parts[id] = kgo.NewOffset().AtStart()
