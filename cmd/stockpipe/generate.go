@@ -176,8 +176,8 @@ func generateCommand() *command {
 		s := sim.Stats()
 		rc.log.Info("generator done", "records", n, "valid", s.Valid, "duplicates", s.Duplicates,
 			"out_of_order", s.OutOfOrder, "late", s.Late, "malformed", s.Malformed, "invalid", s.Invalid, "anomalies", s.Anomalies)
-		fmt.Fprintf(rc.stdout, "produced %d records (%d valid ticks, %d duplicates, %d out of order, %d late, %d malformed, %d invalid; %d anomalies injected)\n",
-			n, s.Valid, s.Duplicates, s.OutOfOrder, s.Late, s.Malformed, s.Invalid, s.Anomalies)
+		fmt.Fprintf(rc.stdout, "produced %d records (%d valid ticks, %d duplicates of which %d late, %d out of order, %d late, %d malformed, %d invalid; %d anomalies injected)\n",
+			n, s.Valid, s.Duplicates, s.LateDuplicates, s.OutOfOrder, s.Late, s.Malformed, s.Invalid, s.Anomalies)
 		return err
 	}
 	return c

@@ -88,7 +88,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cmd.run(&runCtx{ctx: ctx, log: log, stdout: stdout, stderr: stderr, cmd: cmd}); err != nil {
-		fmt.Fprintf(stderr, "stockpipe %s: %v\n", cmd.name, err)
+		if cmd.logFormat == "json" {
+			// A log shipper reading JSON lines must get the reason too.
+			log.Error("stockpipe "+cmd.name+" failed", "err", err.Error())
+		} else {
+			fmt.Fprintf(stderr, "stockpipe %s: %v\n", cmd.name, err)
+		}
 		return 1
 	}
 	return 0

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -351,4 +352,21 @@ func TestSeparateProcessesSurviveSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	broker.wait(t)
+}
+
+// TestJSONLogsEndWithJSON runs failing commands with --log-format json: the
+// last line, the reason, is a JSON object too.
+func TestJSONLogsEndWithJSON(t *testing.T) {
+	for _, args := range [][]string{
+		{"migrate", "--database-url", "postgres://u@127.0.0.1:1/x", "--db-wait", "1s", "--log-format", "json"},
+		{"replay", "--brokers", "127.0.0.1:1", "--file", "/nonexistent.csv", "--log-format", "json"},
+	} {
+		code, _, errOut := runCLI(t, args...)
+		lines := strings.Split(strings.TrimSpace(errOut), "\n")
+		last := lines[len(lines)-1]
+		var v map[string]any
+		if code == 0 || json.Unmarshal([]byte(last), &v) != nil || v["level"] != "ERROR" || v["err"] == nil {
+			t.Errorf("%v: code %d, last line %q: want a JSON error line", args, code, last)
+		}
+	}
 }

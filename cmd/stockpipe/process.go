@@ -27,6 +27,7 @@ type processFlags struct {
 	lateness  time.Duration
 	idle      time.Duration
 	ckpt      time.Duration
+	seqJump   int64
 }
 
 func (p *processFlags) register(c *command) {
@@ -39,6 +40,7 @@ func (p *processFlags) register(c *command) {
 	c.fs.DurationVar(&p.idle, "idle-timeout", 10*time.Second, "seal (mark final) the candles of a symbol silent this long while the other symbols of its partition tick on; a later on-time tick still amends them")
 	c.fs.DurationVar(&p.ckpt, "checkpoint-every", 10*time.Second, "how often each partition's analytics state is saved; a restart replays the records since (stored already, nothing twice)")
 	c.fs.DurationVar(&p.maxFuture, "max-future", time.Minute, "reject ticks whose ts is further ahead of this machine's clock")
+	c.fs.Int64Var(&p.seqJump, "max-seq-jump", 10_000_000, "reject (seq_jump) a tick whose seq is this much past its symbol's highest")
 }
 
 func (p *processFlags) config() stream.Config {
@@ -46,7 +48,7 @@ func (p *processFlags) config() stream.Config {
 	rules.MaxFuture = p.maxFuture
 	return stream.Config{Group: p.group, BatchSize: p.batchSize, BatchWait: p.batchWait, Rules: rules,
 		SessionTimeout: p.session, InstanceID: p.instance, CheckpointEvery: p.ckpt,
-		Analytics: analytics.Config{Lateness: p.lateness, IdleTimeout: p.idle}}
+		Analytics: analytics.Config{Lateness: p.lateness, IdleTimeout: p.idle, MaxSeqJump: p.seqJump}}
 }
 
 func processCommand() *command {

@@ -22,6 +22,7 @@ func replayCommand() *command {
 	symbol := c.fs.String("symbol", "", "ticker for the file's rows (default: the file name's stem in upper case)")
 	speed := c.fs.Float64("speed", 0, "simulated seconds per wall-clock second; 0 = as fast as possible")
 	skipBad := c.fs.Bool("skip-bad", false, "skip and count bad rows instead of stopping at the first")
+	interval := c.fs.Duration("interval", 0, "bar length of an intraday file (default: the most common gap between its rows)")
 	partitions := c.fs.Int("partitions", 6, "partitions of the ticks topic if it has to be created")
 	var pr peer
 	pr.register(c)
@@ -48,7 +49,7 @@ func replayCommand() *command {
 		if sym == "" {
 			sym = generate.SymbolFromPath(*file)
 		}
-		src, err := generate.NewReplay(f, generate.ReplayConfig{Symbol: sym, SkipBad: *skipBad})
+		src, err := generate.NewReplay(f, generate.ReplayConfig{Symbol: sym, SkipBad: *skipBad, Interval: *interval})
 		if err != nil {
 			return fmt.Errorf("%s: %w", *file, err)
 		}

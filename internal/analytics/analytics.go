@@ -60,6 +60,11 @@ type Config struct {
 	// Lateness is how far behind a symbol's newest event time a tick may be
 	// and still count; later ones are rejected as late. Default 2 s.
 	Lateness time.Duration
+	// MaxSeqJump is how far past a symbol's highest seq a tick's seq may
+	// be; beyond, it is rejected (SeqJump) rather than taken, since one
+	// wild seq would otherwise make every later tick of the symbol look
+	// older than the ones remembered. Default 10,000,000.
+	MaxSeqJump int64
 	// IdleTimeout seals the candles of a symbol that has been silent for
 	// this long on its partition's activity clock (see the package
 	// documentation), and is the longest step of a symbol's own clock that
@@ -76,8 +81,11 @@ func (c *Config) defaults() error {
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 10 * time.Second
 	}
-	if c.Lateness < 0 || c.IdleTimeout < 0 {
-		return fmt.Errorf("lateness and idle timeout must not be negative")
+	if c.MaxSeqJump == 0 {
+		c.MaxSeqJump = 10_000_000
+	}
+	if c.Lateness < 0 || c.IdleTimeout < 0 || c.MaxSeqJump < 0 {
+		return fmt.Errorf("lateness, idle timeout and max seq jump must not be negative")
 	}
 	if c.Anomaly == (anomaly.Config{}) {
 		c.Anomaly = anomaly.DefaultConfig()
@@ -99,8 +107,15 @@ type Verdict uint8
 // Verdicts.
 const (
 	Accepted  Verdict = iota
-	Duplicate         // its (symbol, seq) was seen before: dropped
-	Late              // behind the watermark by more than the lateness: rejected
+	Duplicate         // its (symbol, seq) was accepted before: dropped
+	Late              // behind its symbol's watermark: rejected
+	SeqJump           // seq more than Config.MaxSeqJump past the symbol's highest: rejected
+	// Unknown: the seq is older than the seqs the partition remembers
+	// for the symbol (the last 4,096), so whether it was accepted before
+	// cannot be told here. Nothing changed; the caller finds out (the
+	// processor asks the database) and calls ApplyUnseen if it was not, or
+	// drops it as a duplicate if it was.
+	Unknown
 )
 
 // CandleRow is a candle as stored: its values, its indicators (over the
@@ -159,6 +174,14 @@ func (p *Partition) Watermark(sym string) time.Time {
 	return time.Time{}
 }
 
+// HighestSeq returns the highest seq accepted for a symbol, 0 if none.
+func (p *Partition) HighestSeq(sym string) int64 {
+	if s := p.syms[sym]; s != nil {
+		return s.seen.max
+	}
+	return 0
+}
+
 func (p *Partition) symbol(name string) *symbol {
 	if s := p.syms[name]; s != nil {
 		return s
@@ -172,26 +195,48 @@ func (p *Partition) symbol(name string) *symbol {
 
 // Apply processes one valid tick, appending any final candles and anomalies
 // it causes to out. Forming candles are reported by Flush.
+//
+// A tick is a duplicate only if its (symbol, seq) was accepted before:
+// anything else is accepted or rejected with a reason, never dropped
+// unseen. Lateness is judged first, so that a replay of old history into a
+// live symbol is rejected as late, with a trace, even where its seqs happen
+// to equal the live ones; and the resend of a tick rejected as late is late
+// again, not a duplicate, since nothing of it is stored.
 func (p *Partition) Apply(t *market.Tick, out *Output) Verdict {
 	s := p.symbol(t.Symbol)
+	if s.seen.max > 0 && t.Seq > s.seen.max && t.Seq-s.seen.max > p.cfg.MaxSeqJump {
+		return SeqJump
+	}
+	if s.wm.Late(t.TS) {
+		return Late
+	}
 	seen, inWindow := s.seen.has(t.Seq)
 	if seen {
 		return Duplicate
 	}
-	if s.wm.Late(t.TS) {
-		// Remember it: a resend of a tick already rejected as late is a
-		// duplicate, not a second rejection.
-		if inWindow {
-			s.seen.add(t.Seq)
-		}
-		return Late
-	}
 	if !inWindow {
-		// Far older than any seq tracked yet on time: a replay of
-		// something long stored.
-		return Duplicate
+		return Unknown
 	}
 	s.seen.add(t.Seq)
+	return p.accept(s, t, out)
+}
+
+// ApplyUnseen processes a tick for which Apply said Unknown and which the
+// caller found was not accepted before. A seq that old is not remembered:
+// a second copy of it is Unknown again.
+func (p *Partition) ApplyUnseen(t *market.Tick, out *Output) Verdict {
+	s := p.symbol(t.Symbol)
+	if s.wm.Late(t.TS) {
+		return Late
+	}
+	if _, inWindow := s.seen.has(t.Seq); inWindow {
+		s.seen.add(t.Seq)
+	}
+	return p.accept(s, t, out)
+}
+
+// accept takes an on-time tick that is not a duplicate into the state.
+func (p *Partition) accept(s *symbol, t *market.Tick, out *Output) Verdict {
 	p.step(s, t.TS)
 	if !t.TS.Before(s.sessionEnd) {
 		s.vwap.Reset()

@@ -35,15 +35,40 @@ func TestVerdicts(t *testing.T) {
 		{tick("AAPL", 3, 5*time.Second, 101), analytics.Accepted},
 		{tick("AAPL", 2, 3*time.Second, 100.5), analytics.Accepted},     // out of order, exactly at the watermark: on time
 		{tick("AAPL", 4, 2900*time.Millisecond, 100.5), analytics.Late}, // 2.1 s behind the newest
-		{tick("AAPL", 4, 2900*time.Millisecond, 100.5), analytics.Duplicate},
+		// Nothing of a late tick is stored: its resend is late again,
+		// not a duplicate.
+		{tick("AAPL", 4, 2900*time.Millisecond, 100.5), analytics.Late},
 		{tick("MSFT", 1, 0, 400), analytics.Accepted}, // other symbols have their own watermark
 		{tick("AAPL", 10_000, 6*time.Second, 101), analytics.Accepted},
-		{tick("AAPL", 5, 6*time.Second, 101), analytics.Duplicate}, // 9,995 seqs behind: past what is tracked
+		// 9,995 seqs behind: past what is remembered; the caller asks.
+		{tick("AAPL", 5, 6*time.Second, 101), analytics.Unknown},
+		// A seq far past the highest is refused and remembers nothing.
+		{tick("AAPL", 10_000+10_000_001, 6*time.Second, 101), analytics.SeqJump},
+		{tick("AAPL", 10_001, 6*time.Second, 101), analytics.Accepted},
+		{tick("AAPL", 10_001+10_000_001, 6*time.Second, 101), analytics.SeqJump},
+		// An old seq replayed as old history is late whatever its seq.
+		{tick("AAPL", 10_001, -time.Hour, 101), analytics.Late},
 	}
 	for i, s := range steps {
 		if got := p.Apply(&s.t, &out); got != s.want {
 			t.Errorf("step %d (%s seq %d): verdict %d, want %d", i, s.t.Symbol, s.t.Seq, got, s.want)
 		}
+	}
+	// The caller found seq 5 unstored: it is taken, and lands in the
+	// candle of its time.
+	unseen := tick("AAPL", 5, 6*time.Second, 102)
+	if got := p.ApplyUnseen(&unseen, &out); got != analytics.Accepted {
+		t.Fatalf("ApplyUnseen: verdict %d", got)
+	}
+	p.Flush(&out)
+	found := false
+	for _, c := range out.Candles {
+		if c.Symbol == "AAPL" && c.Interval == "1m" && c.High == 102 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("the unseen tick is not in its candle")
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -132,10 +133,24 @@ func play(t testing.TB, streams [][]market.Tick, order []int, rng *rand.Rand, cu
 		out.Reset()
 	}
 	next := make([]int, len(streams))
+	// What the database would answer for a seq older than the partition
+	// remembers: whether that (symbol, seq) was accepted.
+	accepted := map[string]bool{}
 	for _, s := range order {
 		tk := streams[s][next[s]]
 		next[s]++
-		res.verdicts[tk.Symbol] = append(res.verdicts[tk.Symbol], p.Apply(&tk, &out))
+		key := tk.Symbol + "/" + strconv.FormatInt(tk.Seq, 10)
+		v := p.Apply(&tk, &out)
+		if v == analytics.Unknown {
+			v = analytics.Duplicate
+			if !accepted[key] {
+				v = p.ApplyUnseen(&tk, &out)
+			}
+		}
+		if v == analytics.Accepted {
+			accepted[key] = true
+		}
+		res.verdicts[tk.Symbol] = append(res.verdicts[tk.Symbol], v)
 		if rng.IntN(50) == 0 {
 			p.Flush(&out)
 			collect()

@@ -36,6 +36,11 @@ type ReplayConfig struct {
 	// Daily bars always span the 09:30–16:00 America/New_York session,
 	// whatever Location says.
 	Location *time.Location
+	// Interval is an intraday file's bar length. Zero infers it: the most
+	// common gap between consecutive rows among the first
+	// replayLookahead, so that missing rows (a minute without trades, a
+	// halt) do not stretch a bar into the next one's window.
+	Interval time.Duration
 }
 
 // ReplayStats counts what a Replay has read and produced so far.
@@ -106,10 +111,10 @@ func (e *ReplayRowError) Unwrap() error { return e.Err }
 // allows and add up to the bar's volume, except for bars too thin to cover
 // their path (see ReplayStats.PaddedBars). A daily bar's ticks fall within
 // the 09:30–16:00 America/New_York session of its date; an intraday bar's
-// ticks fall within its interval, taken as the smallest gap between
-// consecutive rows seen so far (so an overnight gap does not stretch a bar)
-// but at most a day, or one minute while the file has only one row. The
-// same input always yields the same ticks.
+// ticks fall within its interval (ReplayConfig.Interval, or the most common
+// gap between the first rows, at most a day; one minute for a file of one
+// row) and never reach the next row's time. The same input always yields
+// the same ticks.
 //
 // A Replay is not safe for concurrent use.
 type Replay struct {
@@ -127,13 +132,15 @@ type Replay struct {
 	mode     replayMode
 	seenData bool // a data row has been read, so header-like lines are now bad rows
 
-	// Bars are read one ahead of the bar being emitted because an intraday
-	// bar's interval is only known once the next row has been seen.
-	cur     replayBar
-	haveCur bool
-	prev    replayBar // last good bar read, for the increasing-time check
-	havePrv bool
-	minGap  time.Duration
+	// Bars are read ahead of the one being emitted: an intraday file's
+	// interval is inferred from its first rows, and a bar's ticks must end
+	// before the next row's time. readErr ends the queue.
+	queue       []replayBar
+	readErr     error
+	interval    time.Duration // an intraday bar's length, once known
+	cfgInterval time.Duration // ReplayConfig.Interval
+	prev        replayBar     // last good bar read, for the increasing-time check
+	havePrv     bool
 
 	bar   replayBar // the bar whose ticks are in ticks
 	ticks []replayTick
@@ -252,6 +259,9 @@ func NewReplay(r io.Reader, cfg ReplayConfig) (*Replay, error) {
 	if cfg.StartSeq < 0 {
 		return nil, fmt.Errorf("replay: StartSeq %d is negative", cfg.StartSeq)
 	}
+	if cfg.Interval < 0 || cfg.Interval > replayMaxInterval {
+		return nil, fmt.Errorf("replay: interval %v must be between 0 (infer it) and %v", cfg.Interval, replayMaxInterval)
+	}
 	ny, err := time.LoadLocation("America/New_York")
 	if err != nil {
 		return nil, fmt.Errorf("replay: loading session time zone: %w", err)
@@ -271,6 +281,8 @@ func NewReplay(r io.Reader, cfg ReplayConfig) (*Replay, error) {
 		loc:     loc,
 		ny:      ny,
 		seq:     cfg.StartSeq,
+
+		cfgInterval: cfg.Interval,
 	}
 	for lead := 0; ; lead++ {
 		rec, err := cr.Read()
@@ -404,30 +416,70 @@ func (p *Replay) Next() (Record, bool, error) {
 
 func replayDollars(cents int64) float64 { return float64(cents) / 100 }
 
+// replayLookahead is how many rows an intraday file's interval is inferred
+// from; a few hundred rows of a day's minutes or hours say it reliably, and
+// buffering them costs little.
+const replayLookahead = 256
+
 // fill plans the ticks of the next bar, or marks the replay done.
 func (p *Replay) fill() {
 	p.ticks, p.pos = p.ticks[:0], 0
-	if !p.haveCur {
-		b, err := p.readBar()
-		if err != nil {
-			p.finish(err)
-			return
-		}
-		p.cur, p.haveCur = b, true
+	if p.interval == 0 {
+		p.readAhead(replayLookahead)
+		p.interval = p.inferInterval()
 	}
-	next, err := p.readBar()
-	if err == nil {
-		gap := next.start.Sub(p.cur.start)
-		if p.minGap == 0 || gap < p.minGap {
-			p.minGap = gap
-		}
-		p.plan(p.cur)
-		p.cur = next
+	p.readAhead(2)
+	if len(p.queue) == 0 {
+		p.finish(p.readErr)
 		return
 	}
-	p.plan(p.cur)
-	p.haveCur = false
-	p.finish(err)
+	b := p.queue[0]
+	p.queue = p.queue[1:]
+	span := p.interval
+	if len(p.queue) > 0 {
+		// Rows closer together than the interval (an irregular file):
+		// a bar's ticks still stay before the next row's.
+		span = min(span, p.queue[0].start.Sub(b.start))
+	}
+	p.plan(b, span)
+	if len(p.queue) == 0 && p.readErr != nil {
+		p.finish(p.readErr)
+	}
+}
+
+// readAhead reads bars into the queue until it holds n or input ends.
+func (p *Replay) readAhead(n int) {
+	for len(p.queue) < n && p.readErr == nil {
+		b, err := p.readBar()
+		if err != nil {
+			p.readErr = err
+			return
+		}
+		p.queue = append(p.queue, b)
+	}
+}
+
+// inferInterval returns an intraday file's bar length: ReplayConfig's, or
+// the most common gap between consecutive queued rows (the shortest of the
+// most common, on a tie), at most replayMaxInterval; replayDefaultInterval
+// with fewer than two rows.
+func (p *Replay) inferInterval() time.Duration {
+	if p.cfgInterval > 0 {
+		return p.cfgInterval
+	}
+	counts := map[time.Duration]int{}
+	best, bestN := time.Duration(0), 0
+	for i := 1; i < len(p.queue); i++ {
+		g := p.queue[i].start.Sub(p.queue[i-1].start)
+		counts[g]++
+		if n := counts[g]; n > bestN || n == bestN && g < best {
+			best, bestN = g, n
+		}
+	}
+	if best <= 0 {
+		return replayDefaultInterval
+	}
+	return min(best, replayMaxInterval)
 }
 
 func (p *Replay) finish(err error) {
@@ -673,13 +725,9 @@ func replayParseVolume(s string) (int64, error) {
 }
 
 // plan lays out b's ticks in p.ticks.
-func (p *Replay) plan(b replayBar) {
+func (p *Replay) plan(b replayBar, span time.Duration) {
 	if p.mode != replayModeDaily {
-		iv := min(p.minGap, replayMaxInterval)
-		if iv == 0 {
-			iv = replayDefaultInterval
-		}
-		b.end = b.start.Add(iv)
+		b.end = b.start.Add(span)
 	}
 	p.bar = b
 	p.stats.BarsUsed++
@@ -783,8 +831,8 @@ func (p *Replay) plan(b replayBar) {
 	// jittered point in its own equal slot, so ticks strictly increase and
 	// stay inside the bar. Bars last at least a second, so slots are at
 	// least 1e6/16 microseconds.
-	span := int64(b.end.Sub(b.start) / time.Microsecond)
-	slot := max(span/n, 1)
+	micros := int64(b.end.Sub(b.start) / time.Microsecond)
+	slot := max(micros/n, 1)
 	for i := range n {
 		off := int64(0)
 		if i > 0 {

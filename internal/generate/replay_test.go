@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -558,4 +560,60 @@ func FuzzReplay(f *testing.F) {
 			t.Fatalf("Stats() = %+v: rows read do not add up", st)
 		}
 	})
+}
+
+// TestReplayIntradayGaps drops rows of a 1-minute file at its start, in
+// its middle and at its end, as Yahoo does for minutes without trades:
+// every remaining bar's ticks stay inside its own minute and reproduce its
+// OHLCV, and no tick lands in a missing minute (which would make a phantom
+// candle there). An explicit Interval gives the same.
+func TestReplayIntradayGaps(t *testing.T) {
+	day := time.Date(2024, 1, 2, 9, 30, 0, 0, time.FixedZone("EST", -5*3600))
+	const bars = 60
+	for _, tc := range []struct {
+		name    string
+		missing []int
+	}{
+		{"at the start", []int{1}},
+		{"the first two", []int{0, 1}},
+		{"in the middle", []int{30, 31, 32}},
+		{"at the end", []int{bars - 2}},
+		{"everywhere", []int{1, 2, 20, 40, bars - 2}},
+	} {
+		for _, interval := range []time.Duration{0, time.Minute} {
+			t.Run(fmt.Sprintf("%s, interval %v", tc.name, interval), func(t *testing.T) {
+				var b strings.Builder
+				b.WriteString("Datetime,Open,High,Low,Close,Adj Close,Volume\n")
+				var want []replayWantBar
+				price := 80.0
+				for i := range bars {
+					o, c := price, price+float64(i%5-2)*0.02
+					h, l := math.Max(o, c)+0.03, math.Min(o, c)-0.01
+					price = c
+					if slices.Contains(tc.missing, i) {
+						continue
+					}
+					at := day.Add(time.Duration(i) * time.Minute)
+					fmt.Fprintf(&b, "%s,%.2f,%.2f,%.2f,%.2f,%.2f,%d\n", at.Format("2006-01-02 15:04:05-07:00"), o, h, l, c, c, 10_000+i*100)
+					want = append(want, replayWantBar{start: at, end: at.Add(time.Minute), open: replayCents(o), high: replayCents(h),
+						low: replayCents(l), close: replayCents(c), volume: int64(10_000 + i*100)})
+				}
+				p, err := NewReplay(strings.NewReader(b.String()), ReplayConfig{Symbol: "GAPS", Interval: interval})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ticks, err := replayDrain(t, p, "GAPS")
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Every tick lies in a minute the file has a row for.
+				for _, tk := range ticks {
+					if i := int(tk.TS.Sub(day) / time.Minute); slices.Contains(tc.missing, i) {
+						t.Fatalf("a tick at %v, in minute %d, which the file does not have", tk.TS, i)
+					}
+				}
+				replayCheckBars(t, want, ticks)
+			})
+		}
+	}
 }

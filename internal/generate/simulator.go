@@ -96,6 +96,11 @@ type SimStats struct {
 	Valid int64
 	// Duplicates are exact resends of a valid tick already emitted.
 	Duplicates int64
+	// LateDuplicates counts the Duplicates that are themselves late (by
+	// Late's rule) when resent: resends of late ticks, mostly. Nothing of
+	// a late tick is stored, so a processor rejects these as late again
+	// rather than dropping them as duplicates.
+	LateDuplicates int64
 	// OutOfOrder counts valid ticks emitted after a tick of the same symbol
 	// with a higher seq, less than 10 s of event time behind the newest tick
 	// emitted (in practice at most 500 ms).
@@ -759,6 +764,9 @@ func (s *Simulator) emitDuplicate() (Record, bool, error) {
 	t := &s.ring[(s.ringNext-1-s.rng.IntN(s.ringN)+2*simDupRing)%simDupRing]
 	y := &s.syms[t.sym]
 	s.stats.Duplicates++
+	if s.emitMaxNs-t.offNs >= simLateNs {
+		s.stats.LateDuplicates++
+	}
 	s.stats.Records++
 	s.out = s.appendTick(s.out[:0], t, y.name)
 	s.lastTS = s.tsOf(t.offNs)

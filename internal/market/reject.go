@@ -28,6 +28,7 @@ const (
 	ReasonCrossedQuote  Reason = "bid_above_ask"
 	ReasonKeyMismatch   Reason = "key_mismatch" // record key is not the symbol
 	ReasonLate          Reason = "late"         // behind the watermark by more than the allowed lateness
+	ReasonSeqJump       Reason = "seq_jump"     // seq implausibly far ahead of the symbol's newest
 	ReasonDatabase      Reason = "db_rejected"  // PostgreSQL refused the row
 )
 

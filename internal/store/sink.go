@@ -139,6 +139,30 @@ func (s *Sink) LoadOffsets(ctx context.Context, group, topic string, partitions 
 	return out, nil
 }
 
+// StoredTick says where a stored tick came from: its Kafka partition and
+// offset.
+type StoredTick struct {
+	Partition int32
+	Offset    int64
+}
+
+// FindTick returns where the tick (symbol, seq) was stored from, and false
+// if it is not stored. The processor asks for seqs older than it
+// remembers, to tell a resend (stored by an earlier record) from a tick it
+// has never taken.
+func (s *Sink) FindTick(ctx context.Context, symbol string, seq int64) (StoredTick, bool, error) {
+	var st StoredTick
+	err := s.pool.QueryRow(ctx, `SELECT kafka_partition, kafka_offset FROM ticks WHERE symbol = $1 AND seq = $2`,
+		symbol, seq).Scan(&st.Partition, &st.Offset)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return st, false, nil
+	}
+	if err != nil {
+		return st, false, fmt.Errorf("looking up tick %s %d: %w", symbol, seq, err)
+	}
+	return st, true, nil
+}
+
 // Commit stores the batch in one transaction: tick rows (duplicates of stored
 // (symbol, seq) skipped), rejected records, and the partitions' new offsets
 // and state. If any partition's stored offset is not the one the batch

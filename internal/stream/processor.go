@@ -385,7 +385,10 @@ func (p *Processor) session(ctx context.Context) (err error) {
 			return err
 		}
 		p.logFetchErrors(fetches)
-		p.add(w, fetches)
+		if err := p.add(ctx, w, fetches); err != nil {
+			cl.AllowRebalance()
+			return err
+		}
 		if w.n > 0 && p.cfg.BatchWait > 0 {
 			deadline := time.Now().Add(p.cfg.BatchWait)
 			for w.n < p.cfg.BatchSize && ctx.Err() == nil {
@@ -397,7 +400,10 @@ func (p *Processor) session(ctx context.Context) (err error) {
 				f := cl.PollRecords(pctx, p.cfg.BatchSize-w.n)
 				cancel()
 				p.logFetchErrors(f)
-				p.add(w, f)
+				if err := p.add(ctx, w, f); err != nil {
+					cl.AllowRebalance()
+					return err
+				}
 			}
 		}
 		if w.n > 0 {
@@ -507,12 +513,17 @@ func (p *Processor) logFetchErrors(f kgo.Fetches) {
 	})
 }
 
-// add decodes, checks and analyses the fetched records into w.
-func (p *Processor) add(w *work, f kgo.Fetches) {
+// add decodes, checks and analyses the fetched records into w. It fails
+// only if the database cannot say whether an old seq is stored (see
+// known); the batch is then not committed and is read again.
+func (p *Processor) add(ctx context.Context, w *work, f kgo.Fetches) (err error) {
 	now := p.cfg.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	f.EachRecord(func(r *kgo.Record) {
+		if err != nil {
+			return
+		}
 		w.n++
 		part := p.parts[r.Partition]
 		if part == nil {
@@ -533,8 +544,16 @@ func (p *Processor) add(w *work, f kgo.Fetches) {
 			// replay caught up. It only rebuilds the state.
 			w.replayed++
 			var t market.Tick
-			if p.decode(r, &t, now) == nil {
-				part.an.Apply(&t, &w.scratch)
+			if p.decode(r, &t, now) == nil && part.an.Apply(&t, &w.scratch) == analytics.Unknown {
+				// Decided as when the record was first read: every record
+				// before it is committed by now.
+				var stored bool
+				if stored, err = p.storedBefore(ctx, r, &t); err != nil {
+					return
+				}
+				if !stored {
+					part.an.ApplyUnseen(&t, &w.scratch)
+				}
 			}
 			w.scratch.Reset()
 			part.an.Discard()
@@ -548,25 +567,41 @@ func (p *Processor) add(w *work, f kgo.Fetches) {
 		}
 
 		var t market.Tick
-		err := p.decode(r, &t, now)
-		if err == nil {
-			switch part.an.Apply(&t, &l.out) {
+		rerr := p.decode(r, &t, now)
+		if rerr == nil {
+			v := part.an.Apply(&t, &l.out)
+			if v == analytics.Unknown {
+				var known bool
+				if known, err = p.known(ctx, w, r, &t); err != nil {
+					return
+				}
+				v = analytics.Duplicate
+				if !known {
+					v = part.an.ApplyUnseen(&t, &l.out)
+				}
+			}
+			switch v {
 			case analytics.Duplicate:
 				w.dup++
 				return
+			case analytics.SeqJump:
+				hi := part.an.HighestSeq(t.Symbol)
+				rerr = &market.Rejection{Reason: market.ReasonSeqJump, Detail: fmt.Sprintf(
+					"seq %d is %d past %s's highest seq %d (more than the %d --max-seq-jump allows): taken, it would make every later tick of %s look old",
+					t.Seq, t.Seq-hi, t.Symbol, hi, p.cfg.Analytics.MaxSeqJump, t.Symbol)}
 			case analytics.Late:
 				w.late++
 				wm := part.an.Watermark(t.Symbol)
-				err = &market.Rejection{Reason: market.ReasonLate, Detail: "ts " + t.TS.Format(time.RFC3339Nano) +
+				rerr = &market.Rejection{Reason: market.ReasonLate, Detail: "ts " + t.TS.Format(time.RFC3339Nano) +
 					" is " + wm.Sub(t.TS).String() + " behind the watermark of " + t.Symbol + " (" + wm.Format(time.RFC3339Nano) +
 					"); history for a symbol that is live goes in under a name of its own (replay --symbol " + market.HistoryName(t.Symbol) +
 					") or before the symbol goes live"}
 			}
 		}
-		if err != nil {
+		if rerr != nil {
 			var rj *market.Rejection
-			if !errors.As(err, &rj) {
-				rj = &market.Rejection{Reason: market.ReasonMalformedJSON, Detail: err.Error()}
+			if !errors.As(rerr, &rj) {
+				rj = &market.Rejection{Reason: market.ReasonMalformedJSON, Detail: rerr.Error()}
 			}
 			l.b.Rejected = append(l.b.Rejected, store.Rejected{
 				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
@@ -577,6 +612,50 @@ func (p *Processor) add(w *work, f kgo.Fetches) {
 		}
 		l.b.Ticks = append(l.b.Ticks, store.TickRow{Tick: t, Partition: r.Partition, Offset: r.Offset, Raw: r.Value})
 	})
+	return err
+}
+
+// known reports whether an earlier record of r's partition carried the
+// tick's (symbol, seq) and was taken: this batch's ticks so far, else the
+// database, once the batch in flight is in it. The analytics remembers
+// only the last 4,096 seqs of a symbol, and a tick is a duplicate only if
+// its (symbol, seq) is stored; anything else, however old its seq, is
+// stored or rejected with a reason. p.mu is held, and released while the
+// batch in flight finishes: no rebalance can run meanwhile, since add is
+// called between a poll and AllowRebalance.
+func (p *Processor) known(ctx context.Context, w *work, r *kgo.Record, t *market.Tick) (bool, error) {
+	for _, k := range w.lane(r.Partition).b.Ticks {
+		if k.Partition == r.Partition && k.Seq == t.Seq && k.Symbol == t.Symbol {
+			return true, nil
+		}
+	}
+	if f := p.flight; f != nil {
+		p.mu.Unlock()
+		ferr := f.wait()
+		p.mu.Lock()
+		if ferr != nil {
+			return false, fmt.Errorf("the batch before failed to commit: %w", ferr)
+		}
+	}
+	return p.storedBefore(ctx, r, t)
+}
+
+// storedBefore reports whether the database holds the tick's (symbol, seq)
+// from an earlier record than r (or from another partition or topic).
+func (p *Processor) storedBefore(ctx context.Context, r *kgo.Record, t *market.Tick) (bool, error) {
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var st store.StoredTick
+	var found bool
+	err := retry(lctx, p.log, "looking up an old seq", func() error {
+		var err error
+		st, found, err = p.sink.FindTick(lctx, t.Symbol, t.Seq)
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	return found && (st.Partition != r.Partition || st.Offset < r.Offset), nil
 }
 
 // replayed1 logs, once per partition, how long rebuilding its state from
