@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -121,6 +124,9 @@ func dagCommand() *command {
 	c.fs.Var(&params, "param", "run parameter k=v (repeatable)")
 	var sf schedFlags
 	sf.register(c, false)
+	// A run takes its defaults from the scheduler node that executes it:
+	// here --retention, when given on the command line, only gives the
+	// run's retention parameter (see runParams).
 	var pr peer
 	pr.register(c)
 	c.run = func(rc *runCtx) error {
@@ -166,6 +172,11 @@ func dagCommand() *command {
 		if name != "" && !known {
 			return fmt.Errorf("dag %s: no DAG named %q (stockpipe dag list shows them)", verb, name)
 		}
+		if verb == "trigger" || verb == "backfill" {
+			if err := runParams(c, dag, &params, sf.retention); err != nil {
+				return fmt.Errorf("dag %s: %w", verb, err)
+			}
+		}
 		switch verb {
 		case "list":
 			return listDAGs(rc, s)
@@ -187,7 +198,8 @@ func dagCommand() *command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(rc.stdout, "triggered %s for %s: run %d (a running scheduler executes it)\n", name, d.Format("2006-01-02"), id)
+			fmt.Fprintf(rc.stdout, "triggered %s for %s: run %d (a running scheduler executes it, with %s)\n",
+				name, d.Format("2006-01-02"), id, describeGiven(params.m))
 			return nil
 		default: // backfill
 			if *from == "" || *to == "" {
@@ -208,11 +220,56 @@ func dagCommand() *command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(rc.stdout, "queued %d runs of %s from %s to %s: %v\n", len(ids), name, *from, *to, ids)
+			fmt.Fprintf(rc.stdout, "queued %d runs of %s from %s to %s: %v (new runs, with %s)\n",
+				len(ids), name, *from, *to, ids, describeGiven(params.m))
 			return nil
 		}
 	}
 	return c
+}
+
+// runParams checks the parameters given for a run of dag: each must be one
+// the DAG declares (a misspelt name would otherwise be silently ignored).
+// --retention on the command line gives the retention parameter.
+func runParams(c *command, dag orchestrate.DAG, params *paramList, retention time.Duration) error {
+	explicit := false
+	c.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "retention" })
+	if explicit {
+		if _, ok := dag.Params["retention"]; !ok {
+			return fmt.Errorf("--retention: DAG %s has no retention parameter", dag.Name)
+		}
+		if v, ok := params.m["retention"]; ok && v != retention.String() {
+			if d, err := time.ParseDuration(v); err != nil || d != retention {
+				return fmt.Errorf("--retention %s and --param retention=%s disagree", retention, v)
+			}
+		}
+		if err := params.Set("retention=" + retention.String()); err != nil {
+			return err
+		}
+	}
+	for k := range params.m {
+		if _, ok := dag.Params[k]; !ok {
+			return fmt.Errorf("DAG %s has no parameter %q (it has: %s)", dag.Name, k, strings.Join(slices.Sorted(maps.Keys(dag.Params)), ", "))
+		}
+	}
+	return nil
+}
+
+// describeGiven says what a run was given, for the trigger's answer.
+func describeGiven(given map[string]string) string {
+	if len(given) == 0 {
+		return "the DAG's defaults as that scheduler has them"
+	}
+	return formatParams(given) + " over that scheduler's defaults"
+}
+
+// formatParams writes parameters as k=v,k=v in name order.
+func formatParams(p map[string]string) string {
+	kv := make([]string, 0, len(p))
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		kv = append(kv, k+"="+p[k])
+	}
+	return strings.Join(kv, ",")
 }
 
 func findDAG(s *orchestrate.Scheduler, name string) (orchestrate.DAG, bool) {
@@ -265,13 +322,17 @@ func listDAGs(rc *runCtx, s *orchestrate.Scheduler) error {
 	return w.Flush()
 }
 
+// listRuns prints the runs of dag (all DAGs for ""), newest first: how
+// each came to be (KIND), its tasks' states — a running task with the node
+// running it and how long ago that node last reported — and the parameters
+// it runs with.
 func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error {
 	runs, err := s.Runs(rc.ctx, dag, limit)
 	if err != nil {
 		return err
 	}
 	w := tabwriter.NewWriter(rc.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "RUN\tDAG\tLOGICAL DATE\tSTATE\tSTARTED\tTOOK\tTASKS\tERROR")
+	fmt.Fprintln(w, "RUN\tDAG\tLOGICAL DATE\tSTATE\tKIND\tSTARTED\tTOOK\tTASKS\tPARAMS\tERROR")
 	for _, r := range runs {
 		_, tasks, err := s.Run(rc.ctx, r.ID)
 		if err != nil {
@@ -282,7 +343,7 @@ func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error
 		// failure, or the checks that failed with their values.
 		why := ""
 		for _, t := range tasks {
-			ts = append(ts, t.Task+":"+t.State)
+			ts = append(ts, describeTask(t))
 			if why == "" && t.State == orchestrate.TaskFailed {
 				why = t.Task + ": " + strings.Join(strings.Fields(t.Error), " ")
 			}
@@ -294,9 +355,54 @@ func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error
 				took = r.Finished.Sub(*r.Started).Round(time.Millisecond).String()
 			}
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.DAG, r.LogicalDate.Format("2006-01-02 15:04"), r.State, started, took, strings.Join(ts, " "), why)
+		kind := r.Kind
+		if kind == orchestrate.KindLegacy {
+			kind = "-" // recorded before runs had kinds
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.DAG, r.LogicalDate.Format("2006-01-02 15:04"), r.State, kind,
+			started, took, strings.Join(ts, " "), describeRunParams(r), why)
 	}
 	return w.Flush()
+}
+
+// describeTask is a task's name and state, with its attempts when there
+// were several and, while it runs, the node running it and the age of its
+// heartbeat.
+func describeTask(t orchestrate.TaskRun) string {
+	var notes []string
+	if t.State == orchestrate.TaskRunning {
+		beat := "no heartbeat yet"
+		if t.Heartbeat != nil {
+			beat = "heartbeat " + t.HeartbeatAge.Round(time.Second).String() + " ago"
+			if t.HeartbeatAge > orchestrate.DefaultHeartbeatTimeout {
+				beat += ", node presumed stopped: another node takes it over"
+			}
+		}
+		notes = append(notes, "on "+t.Node, beat)
+	}
+	if t.Attempts > 1 {
+		notes = append(notes, fmt.Sprintf("attempt %d", t.Attempts))
+	}
+	if len(notes) == 0 {
+		return t.Task + ":" + t.State
+	}
+	return t.Task + ":" + t.State + "[" + strings.Join(notes, ", ") + "]"
+}
+
+// describeRunParams is the parameters the run executes with, or, before
+// it starts, those it was given and that the defaults of the scheduler
+// that starts it are still to come.
+func describeRunParams(r orchestrate.Run) string {
+	switch {
+	case r.Params != nil && len(r.Params) == 0:
+		return "-"
+	case r.Params != nil:
+		return formatParams(r.Params)
+	case len(r.Given) == 0:
+		return "(defaults when it starts)"
+	default:
+		return formatParams(r.Given) + ",(defaults when it starts)"
+	}
 }
 
 // paramList collects repeated --param k=v flags.

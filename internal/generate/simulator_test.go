@@ -559,6 +559,9 @@ func simCountRecords(t *testing.T, recs []simRec) simCount {
 			id := w.Symbol + "/" + strconv.FormatInt(w.Seq, 10)
 			if prev, ok := first[id]; ok {
 				c.stats.Duplicates++
+				if maxTS.Sub(w.TS) >= 10*time.Second {
+					c.stats.LateDuplicates++
+				}
 				if prev != string(r.value) {
 					t.Fatalf("record %d: duplicate differs from the original:\n%s\n%s", i, prev, r.value)
 				}

@@ -38,8 +38,10 @@ type DAG struct {
 	// Location; empty means the DAG only runs when triggered.
 	Schedule string
 	Location *time.Location // nil = UTC
-	// Params are the parameters a run gets unless the trigger overrides
-	// them.
+	// Params are the parameters a run gets unless its trigger overrides
+	// them. A run takes them from the DAG of the scheduler node that starts
+	// executing it (whose settings, such as its --retention, they may
+	// reflect), not from the process that triggered it.
 	Params map[string]string
 	Tasks  []Task
 }
@@ -48,6 +50,9 @@ type DAG struct {
 type TaskContext struct {
 	DAG   string
 	RunID int64
+	// Attempt is the task's attempt number, from 1, counted across the
+	// nodes that ran it.
+	Attempt int
 	// LogicalDate is the date (midnight in the DAG's Location) or, for
 	// sub-daily schedules, the scheduled moment the run is for.
 	LogicalDate time.Time

@@ -21,6 +21,7 @@ import (
 	"github.com/stockpipe/stockpipe/internal/indicator"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/market"
+	"github.com/stockpipe/stockpipe/internal/store"
 )
 
 // Names of the shipped DAGs.
@@ -439,6 +440,11 @@ func (s *shipped) dailyCandles(ctx context.Context, tc *TaskContext) error {
 			}
 			indRead += r
 			indUpdated += u
+		}
+		// Readers that cache candles (serve's /api/candles) learn of the
+		// new daily bars when this transaction commits, not before.
+		if err := store.NotifyCandlesChanged(ctx, tx, "1d", syms); err != nil {
+			return err
 		}
 		return nil
 	})
@@ -1192,6 +1198,13 @@ func (s *shipped) recompute(ctx context.Context, tc *TaskContext, symbol string)
 					return fmt.Errorf("recomputing indicators: %w", err)
 				}
 				indUpdated += u
+			}
+			// The date's candles and the indicators may have changed:
+			// tell cached readers, on commit of this date's transaction.
+			for _, iv := range intervals {
+				if err := store.NotifyCandlesChanged(ctx, tx, iv, []string{symbol}); err != nil {
+					return err
+				}
 			}
 			if has {
 				rebuilt++

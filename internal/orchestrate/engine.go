@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -37,6 +37,19 @@ const (
 	TaskUpstreamFailed = "upstream_failed" // a task it depends on failed
 )
 
+// Run kinds: how a run came to be. Scheduled runs are unique per DAG and
+// logical date (the leader never starts a slot twice); every manual trigger
+// and every date of a backfill is a run of its own, with its own parameters
+// and history, however many runs its date already has.
+const (
+	KindScheduled = "scheduled" // started by the leader for a schedule slot
+	KindManual    = "manual"    // Trigger: the command line, the web
+	KindBackfill  = "backfill"  // one date of Backfill
+	// KindLegacy marks runs recorded before runs had kinds, when a date had
+	// one run whoever started it; they count as their date's scheduled run.
+	KindLegacy = "legacy"
+)
+
 // Errors callers can test for with errors.Is.
 var (
 	ErrUnknownDAG  = errors.New("unknown DAG")
@@ -54,6 +67,12 @@ const (
 	DefaultRetryBase    = time.Second
 	DefaultRetryMax     = 5 * time.Minute
 	DefaultPollInterval = time.Second
+	// DefaultHeartbeatInterval and DefaultHeartbeatTimeout bound how long
+	// the task of a node that died stays "running": a live node takes it
+	// over once its heartbeat is DefaultHeartbeatTimeout old, looking every
+	// DefaultHeartbeatInterval, so within about 40 seconds of the death.
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultHeartbeatTimeout  = 30 * time.Second
 )
 
 // maxBackfillRuns bounds one Backfill call.
@@ -94,6 +113,21 @@ type Config struct {
 	// Metrics, if set, counts the runs this node finishes
 	// (stockpipe_dag_runs_total); nil records nothing.
 	Metrics *telemetry.Metrics
+	// NodeID names this node in the history (which node runs a task, whose
+	// defaults a run's parameters are) and is its River client's ID; it
+	// must differ between nodes. Default: host name, process id and a
+	// random suffix.
+	NodeID string
+	// HeartbeatInterval is how often a node records that its running task
+	// attempts are alive, and how often it looks for attempts of other
+	// nodes that are not; default five seconds.
+	HeartbeatInterval time.Duration
+	// HeartbeatTimeout is how old an attempt's heartbeat may grow before a
+	// live node takes the task over: the attempt counts as failed and the
+	// task is retried (or fails, with no attempts left). Default 30
+	// seconds, and at least three heartbeat intervals, so that a slow
+	// database round trip or two never costs a live node its task.
+	HeartbeatTimeout time.Duration
 }
 
 // Scheduler runs DAGs as River jobs and keeps their history in PostgreSQL
@@ -109,6 +143,13 @@ type Scheduler struct {
 	client  *river.Client[pgx.Tx]
 	working bool
 	now     func() time.Time
+
+	// attempts are the task attempts running on this node, for the
+	// heartbeat; stopLoops ends the heartbeat and reaper loops, which
+	// loops tracks.
+	attempts  *liveAttempts
+	stopLoops context.CancelFunc
+	loops     sync.WaitGroup
 }
 
 // Migrate applies River's own migrations. It is idempotent, and safe to call
@@ -203,16 +244,31 @@ func newScheduler(cfg Config, working bool) (*Scheduler, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
+	if cfg.NodeID == "" {
+		cfg.NodeID = defaultNodeID()
+	}
+	if len(cfg.NodeID) > 100 {
+		return nil, fmt.Errorf("orchestrate: NodeID %.20q… is longer than 100 bytes", cfg.NodeID)
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.HeartbeatTimeout <= 0 {
+		cfg.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	cfg.HeartbeatTimeout = max(cfg.HeartbeatTimeout, 3*cfg.HeartbeatInterval)
 	cfg.DAGs = append([]DAG(nil), cfg.DAGs...)
 	s := &Scheduler{
-		cfg:     cfg,
-		pool:    cfg.Pool,
-		log:     cfg.Logger.With("component", "scheduler"),
-		plans:   plans,
-		working: working,
-		now:     cfg.Now,
+		cfg:      cfg,
+		pool:     cfg.Pool,
+		log:      cfg.Logger.With("component", "scheduler", "node", cfg.NodeID),
+		plans:    plans,
+		working:  working,
+		now:      cfg.Now,
+		attempts: newLiveAttempts(),
 	}
 	rc := &river.Config{
+		ID:     cfg.NodeID,
 		Logger: slog.New(minLevelHandler{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "river"),
 	}
 	if working {
@@ -237,8 +293,9 @@ func newScheduler(cfg Config, working bool) (*Scheduler, error) {
 		rc.FetchPollInterval = cfg.PollInterval
 		rc.FetchCooldown = min(river.FetchCooldownDefault, cfg.PollInterval)
 		// Only a default: every job's worker sets its own timeout. It also
-		// sets when River rescues (retries) a job whose node died: after an
-		// hour, or after the longest task timeout plus an hour.
+		// sets when River's own rescuer would retry a job whose node died
+		// (the longest task timeout plus an hour); the heartbeat reaper
+		// (engine_heartbeat.go) takes such tasks over long before.
 		rc.JobTimeout = maxTimeout
 		if s.hasSchedules() {
 			// A tick is harmless twice (runs are created once per slot);
@@ -291,9 +348,14 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	if err := s.client.Start(ctx); err != nil {
 		return fmt.Errorf("starting River: %w", err)
 	}
-	s.log.Info("scheduler started", "dags", len(s.plans), "queue", s.cfg.Queue, "workers", s.cfg.Workers)
+	s.startLoops(ctx)
+	s.log.Info("scheduler started", "dags", len(s.plans), "queue", s.cfg.Queue, "workers", s.cfg.Workers,
+		"heartbeat", s.cfg.HeartbeatInterval, "takeover_after", s.cfg.HeartbeatTimeout)
 	return nil
 }
+
+// NodeID is the name of this node in the history.
+func (s *Scheduler) NodeID() string { return s.cfg.NodeID }
 
 // Stop stops taking new tasks and waits for running ones to finish. If ctx
 // ends first, running tasks are cancelled (their attempts are retried by
@@ -302,6 +364,9 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	if !s.working {
 		return nil
 	}
+	// The heartbeat goes on while running tasks finish: a node that is
+	// stopping is alive, and its tasks must not be taken over.
+	defer s.endLoops()
 	err := s.client.Stop(ctx)
 	if err != nil && ctx.Err() != nil {
 		hard, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -339,15 +404,17 @@ func (s *Scheduler) plan(dag string) (*dagPlan, error) {
 	return p, nil
 }
 
-// Trigger creates the run of dag for the logical date of logical and
-// enqueues its root tasks; a zero logical means now. For daily and
+// Trigger creates a new manual run of dag for the logical date of logical
+// and enqueues its root tasks; a zero logical means now. For daily and
 // triggered-only DAGs the logical date is midnight (in the DAG's Location)
 // of logical's date; for sub-daily schedules it is logical to the minute.
 //
-// If that run exists it is re-run: its task rows are reset and every task
-// runs again, under the same run id. params override the DAG's Params; nil
-// params keep the run's earlier parameters when re-running. Trigger only
-// inserts rows and jobs, so it works on a Scheduler that was not started.
+// Every call makes a run of its own, whatever other runs the date has:
+// their parameters and history stay as they were. The run records only
+// params, the parameters given here; the DAG's defaults are those of the
+// scheduler node that starts executing the run, merged once when its first
+// task starts (see Run.Params). Trigger only inserts rows and jobs, so it
+// works on a Scheduler that was not started.
 func (s *Scheduler) Trigger(ctx context.Context, dag string, logical time.Time, params map[string]string) (int64, error) {
 	p, err := s.plan(dag)
 	if err != nil {
@@ -356,15 +423,31 @@ func (s *Scheduler) Trigger(ctx context.Context, dag string, logical time.Time, 
 	if logical.IsZero() {
 		logical = s.now()
 	}
-	id, _, err := s.startRun(ctx, p, p.logicalDate(logical), params, true)
-	return id, err
+	var id int64
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		id, _, err = s.startRun(ctx, tx, p, p.logicalDate(logical), KindManual, params)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("triggering %s: %w", dag, err)
+	}
+	s.log.Info("run triggered", "dag", p.Name, "run", id, "kind", KindManual, "params", params)
+	return id, nil
 }
 
-// Backfill triggers one run per schedule slot in [from, to]: for daily
+// Backfill creates one run per schedule slot in [from, to]: for daily
 // schedules every date in the range the cron expression fires on (so only
 // weekdays for "30 16 * * 1-5"), for sub-daily schedules every slot, and
 // for triggered-only DAGs every date. Dates are taken in the DAG's
-// Location. Existing runs in the range are re-run, as Trigger does.
+// Location. All the runs are created in one transaction, or none is.
+//
+// Backfilled runs are runs of their own (KindBackfill), like a manual
+// trigger's, not the slots' scheduled runs: a backfill is an operator's
+// request with its own parameters, and re-running a range (after fixing the
+// data, with a raised threshold) must neither be skipped because the dates
+// ran before nor overwrite the history of those runs. Nor does a backfilled
+// date stop the leader from starting the date's scheduled run.
 func (s *Scheduler) Backfill(ctx context.Context, dag string, from, to time.Time, params map[string]string) ([]int64, error) {
 	p, err := s.plan(dag)
 	if err != nil {
@@ -377,15 +460,22 @@ func (s *Scheduler) Backfill(ctx context.Context, dag string, from, to time.Time
 	if err != nil {
 		return nil, fmt.Errorf("backfill %s: %w", dag, err)
 	}
-	ids := make([]int64, 0, len(dates))
-	for _, d := range dates {
-		id, _, err := s.startRun(ctx, p, d, params, true)
-		if err != nil {
-			return ids, fmt.Errorf("backfill %s: %w", dag, err)
+	var ids []int64
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		ids = make([]int64, 0, len(dates))
+		for _, d := range dates {
+			id, _, err := s.startRun(ctx, tx, p, d, KindBackfill, params)
+			if err != nil {
+				return err
+			}
+			ids = append(ids, id)
 		}
-		ids = append(ids, id)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("backfill %s: %w", dag, err)
 	}
-	s.log.Info("backfilled", "dag", dag, "from", from, "to", to, "runs", len(ids))
+	s.log.Info("backfilled", "dag", dag, "from", from, "to", to, "runs", len(ids), "params", params)
 	return ids, nil
 }
 
@@ -428,80 +518,62 @@ func (p *dagPlan) slots(from, to time.Time) ([]time.Time, error) {
 	return out, nil
 }
 
-// startRun creates the run of p for logical (or, when rerun, resets an
-// existing one) with its task rows, and enqueues the root tasks, in one
-// transaction. created reports whether anything was started: without
-// rerun an existing run is left alone.
-func (s *Scheduler) startRun(ctx context.Context, p *dagPlan, logical time.Time, params map[string]string, rerun bool) (id int64, created bool, err error) {
-	merged := maps.Clone(p.Params)
-	if merged == nil {
-		merged = map[string]string{}
+// startRun creates, in tx, a run of p for logical of the given kind with
+// its task rows, and enqueues its root tasks. A scheduled run is created
+// only if the slot has none (created reports whether it was); other kinds
+// always make a new run. params are recorded as given: the defaults are
+// merged in when the run starts executing (see claim).
+func (s *Scheduler) startRun(ctx context.Context, tx pgx.Tx, p *dagPlan, logical time.Time, kind string, params map[string]string) (id int64, created bool, err error) {
+	if params == nil {
+		params = map[string]string{}
 	}
-	maps.Copy(merged, params)
-	paramsJSON, err := json.Marshal(merged)
+	paramsJSON, err := json.Marshal(params)
 	if err != nil {
 		return 0, false, fmt.Errorf("encoding params: %w", err)
 	}
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return 0, false, fmt.Errorf("triggering %s: %w", p.Name, err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-
-	var gen int
-	if rerun {
-		err = tx.QueryRow(ctx, `
-			INSERT INTO dag_runs (dag, logical_date, state, params) VALUES ($1, $2, 'queued', $3)
-			ON CONFLICT (dag, logical_date) DO UPDATE SET
-				state = 'queued',
-				generation = dag_runs.generation + 1,
-				params = CASE WHEN $4 THEN EXCLUDED.params ELSE dag_runs.params END,
-				started_at = NULL,
-				finished_at = NULL
-			RETURNING id, generation`,
-			p.Name, logical, paramsJSON, params != nil).Scan(&id, &gen)
-	} else {
-		err = tx.QueryRow(ctx, `
-			INSERT INTO dag_runs (dag, logical_date, state, params) VALUES ($1, $2, 'queued', $3)
-			ON CONFLICT (dag, logical_date) DO NOTHING
-			RETURNING id, generation`,
-			p.Name, logical, paramsJSON).Scan(&id, &gen)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return 0, false, nil
-		}
+	// The partial unique index dag_runs_slot holds scheduled (and legacy)
+	// runs only: for those a second insert of the slot, by any node, is
+	// skipped; a manual or backfill run never conflicts.
+	err = tx.QueryRow(ctx, `
+		INSERT INTO dag_runs (dag, logical_date, state, params, kind) VALUES ($1, $2, 'queued', $3, $4)
+		ON CONFLICT (dag, logical_date) WHERE kind IN ('scheduled', 'legacy') DO NOTHING
+		RETURNING id`,
+		p.Name, logical, paramsJSON, kind).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, false, nil
 	}
 	if err != nil {
 		return 0, false, fmt.Errorf("creating run of %s for %s: %w", p.Name, logical.Format(time.RFC3339), err)
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM task_runs WHERE run_id = $1`, id); err != nil {
-		return 0, false, fmt.Errorf("resetting run %d: %w", id, err)
-	}
+	// Runs are no longer re-run in place; the generation stays in the
+	// schema for runs recorded before, whose jobs may still be queued.
+	const gen = 1
 	names := make([]string, len(p.order))
 	states := make([]string, len(p.order))
 	pos := make([]int32, len(p.order))
+	maxAttempts := make([]int32, len(p.order))
 	for i, name := range p.order {
 		names[i], pos[i], states[i] = name, int32(i), TaskWaiting
+		maxAttempts[i] = int32(p.tasks[name].Retries + 1)
 		if len(p.tasks[name].Deps) == 0 {
 			states[i] = TaskQueued
 		}
 	}
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO task_runs (run_id, task, pos, generation, state)
-		SELECT $1, t.task, t.pos, $2, t.state FROM unnest($3::text[], $4::int[], $5::text[]) AS t(task, pos, state)`,
-		id, gen, names, pos, states); err != nil {
+		INSERT INTO task_runs (run_id, task, pos, generation, state, max_attempts)
+		SELECT $1, t.task, t.pos, $2, t.state, t.max_attempts
+		FROM unnest($3::text[], $4::int[], $5::text[], $6::int[]) AS t(task, pos, state, max_attempts)`,
+		id, gen, names, pos, states, maxAttempts); err != nil {
 		return 0, false, fmt.Errorf("creating task rows of run %d: %w", id, err)
 	}
 	if err := s.enqueue(ctx, tx, p, id, gen, p.roots); err != nil {
 		return 0, false, err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, false, fmt.Errorf("committing run %d: %w", id, err)
-	}
-	s.log.Info("run triggered", "dag", p.Name, "run", id, "logical_date", logical, "generation", gen)
 	return id, true, nil
 }
 
-// enqueue inserts the jobs of tasks of run id in tx.
+// enqueue inserts the jobs of tasks of run id in tx, each task's first job,
+// and records each job in its task run.
 func (s *Scheduler) enqueue(ctx context.Context, tx pgx.Tx, p *dagPlan, id int64, gen int, tasks []string) error {
 	if len(tasks) == 0 {
 		return nil
@@ -514,13 +586,33 @@ func (s *Scheduler) enqueue(ctx context.Context, tx pgx.Tx, p *dagPlan, id int64
 				Queue:       s.cfg.Queue,
 				MaxAttempts: p.tasks[name].Retries + 1,
 				// One job per task execution: a second insert of the same
-				// (run, task, generation) is skipped, whoever makes it.
+				// (run, task, generation, base) is skipped, whoever makes it.
 				UniqueOpts: river.UniqueOpts{ByArgs: true},
 			},
 		}
 	}
-	if _, err := s.client.InsertManyTx(ctx, tx, jobs); err != nil {
+	res, err := s.client.InsertManyTx(ctx, tx, jobs)
+	if err != nil {
 		return fmt.Errorf("enqueueing tasks %v of run %d: %w", tasks, id, err)
+	}
+	// Matched by their arguments: River does not promise to return the
+	// jobs in the order given.
+	names := make([]string, len(res))
+	jobIDs := make([]int64, len(res))
+	for i, r := range res {
+		var ta taskArgs
+		if err := json.Unmarshal(r.Job.EncodedArgs, &ta); err != nil {
+			return fmt.Errorf("reading the job enqueued for run %d: %w", id, err)
+		}
+		names[i], jobIDs[i] = ta.Task, r.Job.ID
+	}
+	// Only the task's current job may claim it: a job a takeover replaced
+	// finds another job recorded and does nothing.
+	if _, err := tx.Exec(ctx, `
+		UPDATE task_runs t SET job_id = j.job_id
+		FROM unnest($2::text[], $3::bigint[]) AS j(task, job_id)
+		WHERE t.run_id = $1 AND t.task = j.task`, id, names, jobIDs); err != nil {
+		return fmt.Errorf("recording the jobs of tasks %v of run %d: %w", tasks, id, err)
 	}
 	return nil
 }
@@ -531,9 +623,22 @@ type Run struct {
 	DAG         string
 	LogicalDate time.Time // in the DAG's Location when the DAG is known
 	State       string    // RunQueued, RunRunning, RunSuccess or RunFailed
-	Params      map[string]string
+	// Kind is KindScheduled, KindManual, KindBackfill or KindLegacy.
+	Kind string
+	// Params are the parameters the run executes with, every task of it:
+	// the DAG's defaults as the scheduler node that started executing the
+	// run has them (ParamsNode), overridden by Given. Nil until the run's
+	// first task starts.
+	Params map[string]string
+	// Given are the parameters the trigger (or backfill) gave, which
+	// override the defaults. For a legacy run they are the parameters it
+	// was recorded with, defaults included.
+	Given map[string]string
+	// ParamsNode is the node whose defaults Params holds; empty until the
+	// run starts, and for legacy runs.
+	ParamsNode string
 	// Started is when the first task started; Finished is when the last
-	// task finished. Both are nil until then, and reset by a re-run.
+	// task finished. Both are nil until then.
 	Started, Finished *time.Time
 }
 
@@ -543,7 +648,9 @@ type TaskRun struct {
 	Task  string
 	// State is TaskWaiting, TaskQueued, TaskRunning, TaskSuccess, TaskFailed
 	// or TaskUpstreamFailed.
-	State    string
+	State string
+	// Attempts counts the attempts made so far, on whichever nodes: an
+	// attempt whose node stopped counts as a failed one.
 	Attempts int
 	// Started and Finished bound the latest attempt.
 	Started, Finished *time.Time
@@ -555,16 +662,29 @@ type TaskRun struct {
 	// Checks are the results of the checks the latest attempt carried out
 	// (TaskContext.RecordChecks); nil for a task that records none.
 	Checks []CheckResult
+	// Node is the scheduler node that runs (or last ran) the task.
+	Node string
+	// Heartbeat is when the node last reported the running attempt alive,
+	// and HeartbeatAge how long ago that was by the database's clock (so
+	// that a reader's clock does not matter). A running attempt whose
+	// heartbeat is older than the HeartbeatTimeout of the nodes is taken
+	// over by a live node. Nil and zero for tasks never started.
+	Heartbeat    *time.Time
+	HeartbeatAge time.Duration
 }
 
-// Runs lists runs of dag ("" for all DAGs), newest logical date first, at
-// most limit of them (100 when limit is not positive).
+// runColumns are what scanRun reads.
+const runColumns = `id, dag, logical_date, state, kind, params, effective_params, coalesce(params_node, ''), started_at, finished_at`
+
+// Runs lists runs of dag ("" for all DAGs), newest logical date first (and
+// of one date, the newest run first), at most limit of them (100 when
+// limit is not positive).
 func (s *Scheduler) Runs(ctx context.Context, dag string, limit int) ([]Run, error) {
 	if limit <= 0 {
 		limit = 100
 	}
 	rows, err := s.pool.Query(ctx, `
-		SELECT id, dag, logical_date, state, params, started_at, finished_at
+		SELECT `+runColumns+`
 		FROM dag_runs WHERE $1 = '' OR dag = $1
 		ORDER BY logical_date DESC, id DESC LIMIT $2`, dag, limit)
 	if err != nil {
@@ -579,9 +699,7 @@ func (s *Scheduler) Runs(ctx context.Context, dag string, limit int) ([]Run, err
 
 // Run returns run id and its tasks in dependency order.
 func (s *Scheduler) Run(ctx context.Context, id int64) (Run, []TaskRun, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT id, dag, logical_date, state, params, started_at, finished_at
-		FROM dag_runs WHERE id = $1`, id)
+	rows, err := s.pool.Query(ctx, `SELECT `+runColumns+` FROM dag_runs WHERE id = $1`, id)
 	if err != nil {
 		return Run{}, nil, fmt.Errorf("reading run %d: %w", id, err)
 	}
@@ -594,7 +712,8 @@ func (s *Scheduler) Run(ctx context.Context, id int64) (Run, []TaskRun, error) {
 	}
 	rows, err = s.pool.Query(ctx, `
 		SELECT run_id, task, state, attempts, started_at, finished_at, duration_ms, error, log,
-		       extract(epoch FROM now() - started_at), checks
+		       extract(epoch FROM now() - started_at), checks,
+		       coalesce(node, ''), heartbeat_at, extract(epoch FROM now() - heartbeat_at)
 		FROM task_runs WHERE run_id = $1 ORDER BY pos, task`, id)
 	if err != nil {
 		return Run{}, nil, fmt.Errorf("reading tasks of run %d: %w", id, err)
@@ -605,8 +724,10 @@ func (s *Scheduler) Run(ctx context.Context, id int64) (Run, []TaskRun, error) {
 			ms      *int64
 			running *float64
 			checks  []byte
+			beatAge *float64
 		)
-		if err := r.Scan(&t.RunID, &t.Task, &t.State, &t.Attempts, &t.Started, &t.Finished, &ms, &t.Error, &t.Log, &running, &checks); err != nil {
+		if err := r.Scan(&t.RunID, &t.Task, &t.State, &t.Attempts, &t.Started, &t.Finished, &ms, &t.Error, &t.Log, &running, &checks,
+			&t.Node, &t.Heartbeat, &beatAge); err != nil {
 			return t, err
 		}
 		if checks != nil {
@@ -620,6 +741,9 @@ func (s *Scheduler) Run(ctx context.Context, id int64) (Run, []TaskRun, error) {
 		case t.State == TaskRunning && running != nil:
 			t.Duration = time.Duration(*running * float64(time.Second)).Round(time.Millisecond)
 		}
+		if beatAge != nil {
+			t.HeartbeatAge = max(0, time.Duration(*beatAge*float64(time.Second)).Round(time.Millisecond))
+		}
 		return t, nil
 	})
 	if err != nil {
@@ -630,15 +754,21 @@ func (s *Scheduler) Run(ctx context.Context, id int64) (Run, []TaskRun, error) {
 
 func (s *Scheduler) scanRun(r pgx.CollectableRow) (Run, error) {
 	var (
-		run    Run
-		params []byte
+		run             Run
+		given, resolved []byte
 	)
-	if err := r.Scan(&run.ID, &run.DAG, &run.LogicalDate, &run.State, &params, &run.Started, &run.Finished); err != nil {
+	if err := r.Scan(&run.ID, &run.DAG, &run.LogicalDate, &run.State, &run.Kind, &given, &resolved, &run.ParamsNode,
+		&run.Started, &run.Finished); err != nil {
 		return run, err
 	}
-	if len(params) > 0 {
-		if err := json.Unmarshal(params, &run.Params); err != nil {
+	if len(given) > 0 {
+		if err := json.Unmarshal(given, &run.Given); err != nil {
 			return run, fmt.Errorf("run %d params: %w", run.ID, err)
+		}
+	}
+	if len(resolved) > 0 {
+		if err := json.Unmarshal(resolved, &run.Params); err != nil {
+			return run, fmt.Errorf("run %d effective params: %w", run.ID, err)
 		}
 	}
 	if p, ok := s.plans[run.DAG]; ok {

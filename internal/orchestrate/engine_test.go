@@ -285,15 +285,21 @@ func TestEngineRetry(t *testing.T) {
 	}
 }
 
-func TestEngineRerunIsIdempotent(t *testing.T) {
+// TestEngineRetriggerKeepsHistory triggers a date again after its run
+// succeeded, this time without parameters and with a task that fails: the
+// second trigger is a run of its own, with the DAG's defaults, and the
+// successful run keeps its state, parameters and task history.
+func TestEngineRetriggerKeepsHistory(t *testing.T) {
 	t.Parallel()
 	pool, _ := openDB(t)
 	var first, second atomic.Int32
 	dag := orchestrate.DAG{Name: "rerun", Params: map[string]string{"p": "1"}, Tasks: []orchestrate.Task{
 		{Name: "first", Run: func(context.Context, *orchestrate.TaskContext) error { first.Add(1); return nil }},
 		{Name: "second", Deps: []string{"first"}, Run: func(_ context.Context, tc *orchestrate.TaskContext) error {
-			second.Add(1)
 			tc.Log.Info("param", "p", tc.Params["p"])
+			if second.Add(1) > 1 {
+				return errors.New("broken the second time")
+			}
 			return nil
 		}},
 	}}
@@ -303,41 +309,46 @@ func TestEngineRerunIsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run1, _ := waitRun(t, s, id1)
-	// The same date, given as another moment of the day, re-runs the run.
+	run1, tasks1 := waitRun(t, s, id1)
+	if run1.State != orchestrate.RunSuccess {
+		t.Fatalf("first run %+v", run1)
+	}
+	// The same date, given as another moment of the day.
 	id2, err := s.Trigger(ctx, "rerun", day.Add(5*time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id2 != id1 {
-		t.Fatalf("re-run got run id %d, want %d", id2, id1)
+	if id2 == id1 {
+		t.Fatalf("the second trigger of the date reused run %d", id1)
 	}
-	var run2 orchestrate.Run
-	var tasks []orchestrate.TaskRun
-	eventually(t, 20*time.Second, "the re-run to finish", func() (bool, error) {
-		var err error
-		run2, tasks, err = s.Run(ctx, id1)
-		return err == nil && run2.Finished != nil && second.Load() == 2, err
-	})
-	if run2.State != orchestrate.RunSuccess || run2.Params["p"] != "2" {
-		t.Errorf("re-run %+v (nil params keep the run's)", run2)
+	run2, tasks2 := waitRun(t, s, id2)
+	if run2.State != orchestrate.RunFailed || run2.Params["p"] != "1" || len(run2.Given) != 0 || !run2.LogicalDate.Equal(day) {
+		t.Errorf("second run %+v: want failed, with the default p=1", run2)
 	}
-	if !run2.Started.After(*run1.Started) && !run2.Started.Equal(*run1.Started) {
-		t.Errorf("re-run started %s before the first run %s", run2.Started, run1.Started)
+	if tr := taskByName(t, tasks2, "second"); tr.State != orchestrate.TaskFailed || !strings.Contains(tr.Log, "p=1") {
+		t.Errorf("second run's task %+v", tr)
+	}
+	again, tasks, err := s.Run(ctx, id1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.State != orchestrate.RunSuccess || again.Params["p"] != "2" || !again.Finished.Equal(*run1.Finished) {
+		t.Errorf("the first run became %+v", again)
+	}
+	for i, tr := range tasks {
+		if tr.State != orchestrate.TaskSuccess || tr.Attempts != 1 || tr.Log != tasks1[i].Log || !tr.Finished.Equal(*tasks1[i].Finished) {
+			t.Errorf("the first run's task %s became %+v", tr.Task, tr)
+		}
 	}
 	if first.Load() != 2 || second.Load() != 2 {
 		t.Errorf("tasks ran %d and %d times, want 2 each", first.Load(), second.Load())
 	}
-	for _, tr := range tasks {
-		if tr.State != orchestrate.TaskSuccess || tr.Attempts != 1 {
-			t.Errorf("task after re-run %+v", tr)
-		}
+	runs, err := s.Runs(ctx, "rerun", 0)
+	if err != nil || len(runs) != 2 || runs[0].ID != id2 || runs[1].ID != id1 {
+		t.Errorf("Runs = %+v, %v: want both, the newer first", runs, err)
 	}
-	if n := count(t, pool, `SELECT count(*) FROM dag_runs`); n != 1 {
-		t.Errorf("%d dag_runs rows, want 1", n)
-	}
-	if n := count(t, pool, `SELECT count(*) FROM task_runs`); n != 2 {
-		t.Errorf("%d task_runs rows, want 2", n)
+	if n := count(t, pool, `SELECT count(*) FROM task_runs`); n != 4 {
+		t.Errorf("%d task_runs rows, want 4", n)
 	}
 }
 

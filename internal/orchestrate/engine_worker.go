@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime/debug"
 	"time"
 
@@ -20,12 +21,17 @@ const bookkeepingTimeout = 30 * time.Second
 
 // taskArgs are the arguments of the River job that executes one task of
 // one run. Jobs are unique by their arguments, so each (run, task,
-// generation) is executed by one job, however many nodes try to enqueue it.
+// generation, base) is executed by one job, however many nodes try to
+// enqueue it.
 type taskArgs struct {
 	RunID      int64  `json:"run_id"`
 	DAG        string `json:"dag"`
 	Task       string `json:"task"`
 	Generation int    `json:"generation"`
+	// Base is how many attempts of the task earlier jobs made: zero for
+	// the task's first job, the attempts so far for the fresh job that
+	// takes over the task of a node that stopped (engine_heartbeat.go).
+	Base int `json:"base,omitempty"`
 }
 
 // Kind implements river.JobArgs.
@@ -52,8 +58,13 @@ func (w *tickWorker) Work(ctx context.Context, _ *river.Job[tickArgs]) error {
 }
 
 // tick starts a run for every slot of every scheduled DAG in the last
-// Lookback that has none. A run that exists, whatever its state, is left
-// alone: only an explicit Trigger re-runs a date.
+// Lookback that has no scheduled run. Manual and backfilled runs of the
+// slot's date do not count: the scheduled run still happens (market_close
+// triggered during the session writes unfinished candles, which the
+// scheduled run after the close replaces). A slot's scheduled run, whatever
+// its state, is never started twice: the unique index on scheduled runs
+// skips a second insert, by this node or by another that was leader for a
+// moment.
 func (s *Scheduler) tick(ctx context.Context) error {
 	now := s.now()
 	var errs []error
@@ -63,9 +74,17 @@ func (s *Scheduler) tick(ctx context.Context) error {
 			continue
 		}
 		for slot, ok := p.next(now.Add(-s.cfg.Lookback)); ok && !slot.After(now); slot, ok = p.next(slot) {
-			id, created, err := s.startRun(ctx, p, p.logicalDate(slot), nil, false)
+			var (
+				id      int64
+				created bool
+			)
+			err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				var err error
+				id, created, err = s.startRun(ctx, tx, p, p.logicalDate(slot), KindScheduled, nil)
+				return err
+			})
 			if err != nil {
-				errs = append(errs, err)
+				errs = append(errs, fmt.Errorf("starting the run of %s for %s: %w", p.Name, slot.Format(time.RFC3339), err))
 				continue
 			}
 			if created {
@@ -118,25 +137,28 @@ func (w *taskWorker) Work(ctx context.Context, job *river.Job[taskArgs]) error {
 
 func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 	a := job.Args
-	log := s.log.With("dag", a.DAG, "run", a.RunID, "task", a.Task, "attempt", job.Attempt)
+	log := s.log.With("dag", a.DAG, "run", a.RunID, "task", a.Task, "job", job.ID)
 	claim, ok, err := s.claim(ctx, job)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		// A job of an earlier generation of a re-run run, or a run that was
-		// deleted: nothing to do.
-		log.Debug("task job is stale; skipping", "generation", a.Generation)
+		// A job the task no longer waits for (one replaced when its node
+		// stopped, a duplicate), or a run that was deleted: nothing to do.
+		log.Debug("task job is stale; skipping", "generation", a.Generation, "base", a.Base)
 		return nil
 	}
+	log = log.With("attempt", claim.attempt)
+	at := attempt{jobID: job.ID, number: claim.attempt}
 
 	buf := newTailBuffer(logExcerptSize)
 	buf.WriteString(claim.log)
-	if job.Attempt > 1 || claim.log != "" {
-		buf.WriteString(attemptHeader(job.Attempt, time.Now()))
+	if claim.attempt > 1 || claim.log != "" {
+		buf.WriteString(attemptHeader(claim.attempt, time.Now()))
 	}
 	tlog := newTaskLogger(s.cfg.Logger.Handler(), buf,
-		slog.String("dag", a.DAG), slog.Int64("run", a.RunID), slog.String("task", a.Task), slog.Int("attempt", job.Attempt))
+		slog.String("dag", a.DAG), slog.Int64("run", a.RunID), slog.String("task", a.Task), slog.Int("attempt", claim.attempt))
+	tlog.Info("attempt started", "node", s.cfg.NodeID)
 
 	var (
 		p   = s.plans[a.DAG]
@@ -147,6 +169,14 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 	if p != nil {
 		t = p.tasks[a.Task]
 	}
+	// The heartbeat reports the attempt alive while it runs, and cancels
+	// it, with errTakenOver, if another node has taken the task over.
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	key := attemptKey{runID: a.RunID, task: a.Task, attempt: at}
+	s.attempts.add(key, cancel)
+	defer s.attempts.remove(key)
+
 	start := time.Now()
 	if t == nil {
 		run = fmt.Errorf("DAG %q has no task %q on this node", a.DAG, a.Task)
@@ -154,15 +184,25 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 		tc = &TaskContext{
 			DAG:         a.DAG,
 			RunID:       a.RunID,
+			Attempt:     claim.attempt,
 			LogicalDate: claim.logical.In(p.loc),
 			Params:      claim.params,
 			Pool:        s.pool,
 			Kafka:       s.cfg.Kafka,
 			Log:         tlog,
 		}
-		run = runTask(ctx, t, tc)
+		run = runTask(actx, t, tc)
 	}
 	elapsed := time.Since(start)
+
+	if errors.Is(context.Cause(actx), errTakenOver) {
+		// Another node counted this attempt failed and runs the task
+		// again: whatever this attempt did, it records nothing (the
+		// bookkeeping is fenced on the attempt anyway), and its job, which
+		// the takeover cancelled, ends cancelled.
+		log.Warn("attempt taken over by another node; its outcome is dropped", "outcome", errString(run))
+		return river.JobCancel(fmt.Errorf("task %s of run %d: %w", a.Task, a.RunID, errTakenOver))
+	}
 
 	var verdict *ChecksFailedError
 	isVerdict := errors.As(run, &verdict)
@@ -177,12 +217,18 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 	}
 	outcome := attemptOutcome{elapsed: elapsed, checks: checks}
 
-	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
-	defer cancel()
+	bctx, bcancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	defer bcancel()
 	if run == nil {
 		tlog.Info("task succeeded", "took", elapsed.Round(time.Millisecond))
 		outcome.log = buf.String()
-		return s.succeed(bctx, job, p, outcome)
+		err := s.succeed(bctx, job, at, p, outcome)
+		if errors.Is(err, errNotCurrent) {
+			// Completed would say the job did the task's work; it did,
+			// but another attempt's outcome is the task's.
+			return river.JobCancel(err)
+		}
+		return err
 	}
 	// An attempt cut short because this node is stopping does not count:
 	// River makes the job available again with the attempt given back.
@@ -191,32 +237,46 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 	// same.
 	cancelled := errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely)
 	interrupted := !permanent && !cancelled && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded)
-	final := permanent || cancelled || (!interrupted && job.Attempt >= job.MaxAttempts)
+	// The task's budget is counted across the jobs that ran it (a task
+	// taken over gets a fresh job with the attempts left); River's count
+	// of this job's attempts agrees with it.
+	exhausted := job.Attempt >= job.MaxAttempts || (claim.maxAttempts > 0 && claim.attempt >= claim.maxAttempts)
+	final := permanent || cancelled || (!interrupted && exhausted)
 	switch {
 	case interrupted:
 		tlog.Warn("task interrupted; it will run again", "error", run.Error())
 	case isVerdict:
-		tlog.Error("checks failed; the task fails without retrying", "error", run.Error(), "attempts", job.Attempt)
+		tlog.Error("checks failed; the task fails without retrying", "error", run.Error(), "attempts", claim.attempt)
 	case permanent:
-		tlog.Error("task failed; retrying cannot help", "error", run.Error(), "attempts", job.Attempt)
+		tlog.Error("task failed; retrying cannot help", "error", run.Error(), "attempts", claim.attempt)
 	case final:
-		tlog.Error("task failed", "error", run.Error(), "attempts", job.Attempt)
+		tlog.Error("task failed", "error", run.Error(), "attempts", claim.attempt)
 	default:
 		tlog.Warn("task attempt failed; retrying", "error", run.Error(),
 			"retry_in", backoff(s.cfg.RetryBase, s.cfg.RetryMax, job.Attempt))
 	}
 	outcome.log = buf.String()
-	if err := s.fail(bctx, job, p, outcome, run, final, interrupted); err != nil {
+	if err := s.fail(bctx, job, at, p, outcome, run, final, interrupted); errors.Is(err, errNotCurrent) {
+		return river.JobCancel(fmt.Errorf("%w; it failed: %w", err, run))
+	} else if err != nil {
 		// The outcome is not recorded: let River retry the job, which
 		// runs the task again and records that attempt.
 		return errors.Join(run, err)
 	}
-	if permanent {
-		// River would retry any other error while attempts remain; a
+	if final && !interrupted && job.Attempt < job.MaxAttempts {
+		// River would retry any other error while its attempts remain; a
 		// cancelled job is never run again.
 		return river.JobCancel(run)
 	}
 	return run
+}
+
+// errString is err's message, or "success" for nil.
+func errString(err error) string {
+	if err == nil {
+		return "success"
+	}
+	return err.Error()
 }
 
 // attemptOutcome is what an attempt leaves in its task run besides its
@@ -266,18 +326,42 @@ func runTask(ctx context.Context, t *taskPlan, tc *TaskContext) error {
 	return err
 }
 
+// attempt identifies one attempt of a task: the River job running it and
+// the task's attempt number, counted across jobs. The bookkeeping of an
+// attempt changes its task run only while the task run is still running
+// that attempt, so an attempt taken over by another node (or any stale one)
+// records nothing, whenever it returns.
+type attempt struct {
+	jobID  int64
+	number int
+}
+
+// errNotCurrent is what the bookkeeping of an attempt returns when the
+// task run no longer runs that attempt (another node took it over): it
+// recorded nothing.
+var errNotCurrent = errors.New("the attempt is no longer its task's (another node took the task over); its outcome is not recorded")
+
 // claimed is what a claimed task runs with.
 type claimed struct {
 	logical time.Time
 	params  map[string]string
 	log     string // the excerpt of earlier attempts
+	// attempt is the task's attempt number, across jobs; maxAttempts its
+	// budget, or zero when the task run predates it.
+	attempt, maxAttempts int
 }
 
-// claim marks the task running for this attempt, if the job is current:
-// the run exists in the job's generation and the task is queued (or was
-// left running by an earlier attempt of this same job whose node died).
-// The conditional UPDATE is what keeps a task of a run from running twice
-// at once even were two jobs for it to exist.
+// claim marks the task running for this attempt on this node, if the job
+// is the task's current one: the run exists in the job's generation, the
+// task run names this job (or predates job ids) and is queued, or was left
+// running by an earlier attempt of this same job that River retried after
+// its node died. The conditional UPDATE, under the run's lock, is what
+// keeps a task of a run from running twice at once even were two jobs for
+// it to exist.
+//
+// The run's first claim also fixes its parameters: this node's defaults
+// for the DAG, overridden by those the trigger gave, recorded in the run
+// for every later task to use, on whichever node.
 func (s *Scheduler) claim(ctx context.Context, job *river.Job[taskArgs]) (claimed, bool, error) {
 	a := job.Args
 	var c claimed
@@ -288,11 +372,11 @@ func (s *Scheduler) claim(ctx context.Context, job *river.Job[taskArgs]) (claime
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
 
 	var (
-		gen    int
-		params []byte
+		gen             int
+		given, resolved []byte
 	)
-	err = tx.QueryRow(ctx, `SELECT logical_date, params, generation FROM dag_runs WHERE id = $1 FOR UPDATE`,
-		a.RunID).Scan(&c.logical, &params, &gen)
+	err = tx.QueryRow(ctx, `SELECT logical_date, params, effective_params, generation FROM dag_runs WHERE id = $1 FOR UPDATE`,
+		a.RunID).Scan(&c.logical, &given, &resolved, &gen)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, false, nil
 	}
@@ -303,16 +387,36 @@ func (s *Scheduler) claim(ctx context.Context, job *river.Job[taskArgs]) (claime
 		return c, false, nil
 	}
 	err = tx.QueryRow(ctx, `
-		UPDATE task_runs SET state = 'running', attempts = $4, started_at = now(),
-			finished_at = NULL, duration_ms = NULL, checks = NULL
-		WHERE run_id = $1 AND task = $2 AND generation = $3
-		  AND (state = 'queued' OR (state = 'running' AND attempts < $4))
-		RETURNING log`, a.RunID, a.Task, a.Generation, job.Attempt).Scan(&c.log)
+		UPDATE task_runs SET state = 'running', attempts = attempt_base + $4, job_id = $5, node = $6,
+			heartbeat_at = now(), started_at = now(), finished_at = NULL, duration_ms = NULL, checks = NULL
+		WHERE run_id = $1 AND task = $2 AND generation = $3 AND (job_id IS NULL OR job_id = $5)
+		  AND (state = 'queued' OR (state = 'running' AND attempts < attempt_base + $4))
+		RETURNING log, attempts, coalesce(max_attempts, 0)`,
+		a.RunID, a.Task, a.Generation, job.Attempt, job.ID, s.cfg.NodeID).Scan(&c.log, &c.attempt, &c.maxAttempts)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, false, nil
 	}
 	if err != nil {
 		return c, false, fmt.Errorf("claiming task %s of run %d: %w", a.Task, a.RunID, err)
+	}
+	if resolved == nil {
+		if p := s.plans[a.DAG]; p != nil {
+			merged, err := resolveParams(p.Params, given)
+			if err != nil {
+				return c, false, fmt.Errorf("run %d: %w", a.RunID, err)
+			}
+			if resolved, err = json.Marshal(merged); err != nil {
+				return c, false, fmt.Errorf("run %d: encoding its parameters: %w", a.RunID, err)
+			}
+			if _, err := tx.Exec(ctx, `UPDATE dag_runs SET effective_params = $2, params_node = $3 WHERE id = $1`,
+				a.RunID, resolved, s.cfg.NodeID); err != nil {
+				return c, false, fmt.Errorf("recording the parameters of run %d: %w", a.RunID, err)
+			}
+		} else {
+			// This node does not know the DAG, and the attempt fails
+			// saying so; the parameters wait for a node that does.
+			resolved = given
+		}
 	}
 	if _, err := tx.Exec(ctx, `
 		UPDATE dag_runs SET state = 'running', started_at = coalesce(started_at, now())
@@ -322,8 +426,8 @@ func (s *Scheduler) claim(ctx context.Context, job *river.Job[taskArgs]) (claime
 	if err := tx.Commit(ctx); err != nil {
 		return c, false, fmt.Errorf("claiming task %s of run %d: %w", a.Task, a.RunID, err)
 	}
-	if len(params) > 0 {
-		if err := json.Unmarshal(params, &c.params); err != nil {
+	if len(resolved) > 0 {
+		if err := json.Unmarshal(resolved, &c.params); err != nil {
 			return c, false, fmt.Errorf("run %d params: %w", a.RunID, err)
 		}
 	}
@@ -333,9 +437,26 @@ func (s *Scheduler) claim(ctx context.Context, job *river.Job[taskArgs]) (claime
 	return c, true, nil
 }
 
+// resolveParams is the parameters of a run: defaults overridden by the
+// given ones (JSON, as dag_runs.params holds them).
+func resolveParams(defaults map[string]string, given []byte) (map[string]string, error) {
+	merged := make(map[string]string, len(defaults))
+	maps.Copy(merged, defaults)
+	if len(given) > 0 {
+		var g map[string]string
+		if err := json.Unmarshal(given, &g); err != nil {
+			return nil, fmt.Errorf("reading the parameters given: %w", err)
+		}
+		maps.Copy(merged, g)
+	}
+	return merged, nil
+}
+
 // lockRun locks the run's row, serialising the bookkeeping of its tasks so
 // that of two dependencies finishing together the second sees the first as
-// succeeded. It reports false when the run is gone or re-run since.
+// succeeded. It reports false when the run is gone, or was re-run in
+// place since (runs from before every trigger made a new run bumped their
+// generation when re-run).
 func lockRun(ctx context.Context, tx pgx.Tx, a taskArgs) (bool, error) {
 	var gen int
 	err := tx.QueryRow(ctx, `SELECT generation FROM dag_runs WHERE id = $1 FOR UPDATE`, a.RunID).Scan(&gen)
@@ -351,8 +472,9 @@ func lockRun(ctx context.Context, tx pgx.Tx, a taskArgs) (bool, error) {
 // succeed records a successful attempt and, in the same transaction,
 // enqueues the dependents whose dependencies have all succeeded, settles
 // the run's state and completes the River job: a crash loses either all of
-// it or none.
-func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], p *dagPlan, o attemptOutcome) error {
+// it or none. An attempt that is no longer the task run's (taken over)
+// records nothing.
+func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], at attempt, p *dagPlan, o attemptOutcome) error {
 	a := job.Args
 	checks, err := o.checksJSON()
 	if err != nil {
@@ -369,14 +491,16 @@ func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], p *da
 		return err
 	}
 	tag, err := tx.Exec(ctx, `
-		UPDATE task_runs SET state = 'success', finished_at = now(), duration_ms = $5, error = '', log = $6, checks = $7
-		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = 'running' AND attempts = $4`,
-		a.RunID, a.Task, a.Generation, job.Attempt, o.elapsed.Milliseconds(), o.log, checks)
+		UPDATE task_runs SET state = 'success', finished_at = now(), duration_ms = $6, error = '', log = $7, checks = $8
+		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = 'running' AND job_id = $4 AND attempts = $5`,
+		a.RunID, a.Task, a.Generation, at.jobID, at.number, o.elapsed.Milliseconds(), o.log, checks)
 	if err != nil {
 		return fmt.Errorf("recording success of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return nil
+		s.log.Warn("a successful attempt is no longer its task's; recording nothing",
+			"dag", a.DAG, "run", a.RunID, "task", a.Task, "attempt", at.number)
+		return errNotCurrent
 	}
 	if ready, err := readyDependents(ctx, tx, p, a); err != nil {
 		return err
@@ -395,19 +519,18 @@ func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], p *da
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("recording success of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
-	s.runFinished(a, finished)
+	s.runFinished(a.DAG, a.RunID, finished)
 	return nil
 }
 
 // runFinished reports a run that the committed bookkeeping of one of its
-// tasks finished: once per execution of the run, by the node that
-// finished it.
-func (s *Scheduler) runFinished(a taskArgs, state string) {
+// tasks finished: once per run, by the node that finished it.
+func (s *Scheduler) runFinished(dag string, runID int64, state string) {
 	if state == "" {
 		return
 	}
-	s.log.Info("run finished", "dag", a.DAG, "run", a.RunID, "state", state)
-	s.cfg.Metrics.DAGRunFinished(a.DAG, state)
+	s.log.Info("run finished", "dag", dag, "run", runID, "state", state)
+	s.cfg.Metrics.DAGRunFinished(dag, state)
 }
 
 // readyDependents moves the dependents of a.Task whose dependencies have
@@ -460,9 +583,10 @@ next:
 
 // fail records a failed attempt. A final failure also marks every task
 // downstream upstream_failed and the run failed; otherwise the task goes
-// back to queued for River's retry. An interrupted attempt (the node is
-// stopping) does not count as one.
-func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], p *dagPlan, o attemptOutcome, cause error, final, interrupted bool) error {
+// back to queued for River's retry of the same job. An interrupted attempt
+// (the node is stopping) does not count as one. An attempt that is no
+// longer the task run's (taken over) records nothing.
+func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], at attempt, p *dagPlan, o attemptOutcome, cause error, final, interrupted bool) error {
 	a := job.Args
 	checks, err := o.checksJSON()
 	if err != nil {
@@ -478,44 +602,53 @@ func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], p *dagPl
 	if err != nil || !current {
 		return err
 	}
-	state, attempts := TaskQueued, job.Attempt
+	state, attempts := TaskQueued, at.number
 	switch {
 	case final:
 		state = TaskFailed
 	case interrupted:
-		attempts = max(job.Attempt-1, 0)
+		attempts = max(at.number-1, 0)
 	}
 	tag, err := tx.Exec(ctx, `
-		UPDATE task_runs SET state = $5, attempts = $6, finished_at = now(), duration_ms = $7, error = $8, log = $9, checks = $10
-		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = 'running' AND attempts = $4`,
-		a.RunID, a.Task, a.Generation, job.Attempt, state, attempts, o.elapsed.Milliseconds(), cause.Error(), o.log, checks)
+		UPDATE task_runs SET state = $6, attempts = $7, finished_at = now(), duration_ms = $8, error = $9, log = $10, checks = $11
+		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = 'running' AND job_id = $4 AND attempts = $5`,
+		a.RunID, a.Task, a.Generation, at.jobID, at.number, state, attempts, o.elapsed.Milliseconds(), cause.Error(), o.log, checks)
 	if err != nil {
 		return fmt.Errorf("recording failure of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return nil
+		s.log.Warn("a failed attempt is no longer its task's; recording nothing",
+			"dag", a.DAG, "run", a.RunID, "task", a.Task, "attempt", at.number)
+		return errNotCurrent
 	}
 	var finished string
 	if final {
-		if p != nil && p.tasks[a.Task] != nil {
-			if down := p.downstream(a.Task); len(down) > 0 {
-				if _, err := tx.Exec(ctx, `
-					UPDATE task_runs SET state = 'upstream_failed', error = $3
-					WHERE run_id = $1 AND task = ANY($2) AND state = 'waiting'`,
-					a.RunID, down, fmt.Sprintf("upstream task %s failed", a.Task)); err != nil {
-					return fmt.Errorf("marking tasks downstream of %s of run %d: %w", a.Task, a.RunID, err)
-				}
-			}
-		}
-		if finished, err = settleRun(ctx, tx, a.RunID); err != nil {
+		if finished, err = failDownstream(ctx, tx, p, a.RunID, a.Task); err != nil {
 			return err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("recording failure of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
-	s.runFinished(a, finished)
+	s.runFinished(a.DAG, a.RunID, finished)
 	return nil
+}
+
+// failDownstream marks every task downstream of the failed task
+// upstream_failed and settles the run, returning its state if this
+// finished it.
+func failDownstream(ctx context.Context, tx pgx.Tx, p *dagPlan, runID int64, task string) (string, error) {
+	if p != nil && p.tasks[task] != nil {
+		if down := p.downstream(task); len(down) > 0 {
+			if _, err := tx.Exec(ctx, `
+				UPDATE task_runs SET state = 'upstream_failed', error = $3
+				WHERE run_id = $1 AND task = ANY($2) AND state = 'waiting'`,
+				runID, down, fmt.Sprintf("upstream task %s failed", task)); err != nil {
+				return "", fmt.Errorf("marking tasks downstream of %s of run %d: %w", task, runID, err)
+			}
+		}
+	}
+	return settleRun(ctx, tx, runID)
 }
 
 // settleRun derives the run's state from its tasks: failed as soon as one

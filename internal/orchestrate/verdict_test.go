@@ -220,18 +220,23 @@ func TestVerdictMarketCloseFailedChecks(t *testing.T) {
 		}
 	}
 
-	// A re-run of the failed date with a raised threshold succeeds and is
-	// counted as a second finished run.
-	if _, err := s.Trigger(ctx, orchestrate.DAGMarketClose, time.Date(2026, 11, 4, 0, 0, 0, 0, ny),
-		map[string]string{"max_reject_rate": "0.2"}); err != nil {
+	// A re-run of the failed date with a raised threshold is a run of its
+	// own: it succeeds and is counted as a second finished run, and the
+	// failed run stays failed.
+	rerunID, err := s.Trigger(ctx, orchestrate.DAGMarketClose, time.Date(2026, 11, 4, 0, 0, 0, 0, ny),
+		map[string]string{"max_reject_rate": "0.2"})
+	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, "the re-run counted", func() (bool, error) {
 		return testutil.ToFloat64(m.DAGRuns.WithLabelValues(orchestrate.DAGMarketClose, "success")) == 2, nil
 	})
-	run, tasks = waitRun(t, s, badID)
+	run, tasks = waitRun(t, s, rerunID)
 	if q := taskByName(t, tasks, "quality_checks"); run.State != orchestrate.RunSuccess || q.State != orchestrate.TaskSuccess || len(q.Checks) != 5 {
 		t.Errorf("re-run with max_reject_rate=0.2: run %s, quality_checks %+v", run.State, q)
+	}
+	if run, _ = waitRun(t, s, badID); run.State != orchestrate.RunFailed {
+		t.Errorf("the re-run changed the failed run to %s", run.State)
 	}
 	if n := testutil.ToFloat64(m.DAGRuns.WithLabelValues(orchestrate.DAGMarketClose, "failed")); n != 1 {
 		t.Errorf("%v failed runs counted, want 1", n)

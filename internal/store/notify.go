@@ -1,9 +1,13 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/stockpipe/stockpipe/internal/analytics"
 	"github.com/stockpipe/stockpipe/internal/anomaly"
@@ -11,15 +15,16 @@ import (
 )
 
 // Channel is the PostgreSQL NOTIFY channel on which each committed batch is
-// announced. Because the notifications are sent inside the batch's
-// transaction, a listener sees exactly what was committed, when it was
-// committed — and serve can run as its own process.
+// announced, and every other write of candles (see NotifyCandlesChanged).
+// Because the notifications are sent inside the writing transaction, a
+// listener sees exactly what was committed, when it was committed — and
+// serve can run as its own process.
 const Channel = "stockpipe_events"
 
 // Event is one live update. A notification's payload is a JSON array of
 // events.
 type Event struct {
-	Kind   string          `json:"e"` // "tick", "candle" or "anomaly"
+	Kind   string          `json:"e"` // "tick", "candle", "anomaly", "batch" or "candles_changed"
 	Symbol string          `json:"s"`
 	Data   json.RawMessage `json:"d"`
 }
@@ -163,4 +168,67 @@ func CandleFromRow(r *analytics.CandleRow) Candle {
 func AnomalyFromDetected(a *anomaly.Anomaly) Anomaly {
 	return Anomaly{Symbol: a.Symbol, TS: a.TS, Kind: string(a.Kind), Severity: string(a.Severity),
 		Value: a.Value, Threshold: a.Threshold, Detail: a.Detail}
+}
+
+// CandlesChanged is the data of a "candles_changed" event: the stored
+// candles of Symbol ("*": every symbol) and Interval were rewritten by
+// something other than the stream, such as the scheduler's 1d candles or
+// a backfill. Listeners that keep candles (the API's cache, an open chart)
+// re-read them.
+type CandlesChanged struct {
+	Symbol   string `json:"symbol"`
+	Interval string `json:"interval"`
+}
+
+// AllSymbols is the Symbol of a CandlesChanged that concerns every symbol.
+const AllSymbols = "*"
+
+// NotifyCandlesChanged announces on Channel that the candles of symbols
+// (every symbol when symbols is empty) and interval changed, as events of
+// kind "candles_changed". It must be called inside the transaction that
+// writes the candles: PostgreSQL delivers the notification when, and only
+// when, that transaction commits, so a listener never re-reads before the
+// new rows are visible, and a rolled-back write announces nothing. The
+// events are split into as many notifications as PostgreSQL's payload
+// limit needs.
+func NotifyCandlesChanged(ctx context.Context, tx pgx.Tx, interval string, symbols []string) error {
+	notes, err := candlesChangedPayloads(interval, symbols)
+	if err != nil {
+		return fmt.Errorf("encoding the candles_changed notification: %w", err)
+	}
+	for _, n := range notes {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, n); err != nil {
+			return fmt.Errorf("notifying that %s candles changed: %w", interval, err)
+		}
+	}
+	return nil
+}
+
+// candlesChangedPayloads encodes one candles_changed event per symbol (one
+// for AllSymbols when there are none) into payloads under maxPayload.
+func candlesChangedPayloads(interval string, symbols []string) ([]string, error) {
+	if len(symbols) == 0 {
+		symbols = []string{AllSymbols}
+	}
+	var out []string
+	buf := []byte{'['}
+	for _, sym := range symbols {
+		d, err := json.Marshal(CandlesChanged{Symbol: sym, Interval: interval})
+		if err != nil {
+			return nil, err
+		}
+		enc, err := json.Marshal(Event{Kind: "candles_changed", Symbol: sym, Data: d})
+		if err != nil {
+			return nil, err
+		}
+		if len(buf) > 1 && len(buf)+len(enc)+2 > maxPayload {
+			out = append(out, string(append(buf, ']')))
+			buf = buf[:1]
+		}
+		if len(buf) > 1 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, enc...)
+	}
+	return append(out, string(append(buf, ']'))), nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -140,8 +141,12 @@ func (r *Reader) Quotes(ctx context.Context, sym string) ([]Quote, error) {
 	return out, nil
 }
 
-// CandleQuery selects candles. A zero From or To is open-ended; without
-// either, the latest Limit candles are returned.
+// CandleQuery selects candles: those of Symbol and Interval with From <=
+// bucket <= To (a zero From or To is open-ended), at most Limit of them.
+// With From, they are the oldest from From on, so that a client pages
+// forward by asking again from after the last one; without From, the
+// newest up to To (or the latest), which is what a chart shows, and a
+// client pages backward by asking again up to before the first one.
 type CandleQuery struct {
 	Symbol   string
 	Interval string
@@ -149,8 +154,13 @@ type CandleQuery struct {
 	Limit    int
 }
 
-// Candles returns candles in ascending bucket order.
-func (r *Reader) Candles(ctx context.Context, q CandleQuery) ([]Candle, error) {
+// Forward reports whether q pages forward in time: it has a From.
+func (q CandleQuery) Forward() bool { return !q.From.IsZero() }
+
+// Candles returns the candles q selects, in ascending bucket order, and
+// whether more candles beyond them match q's bounds in its direction:
+// after the last one when q.Forward(), before the first one otherwise.
+func (r *Reader) Candles(ctx context.Context, q CandleQuery) (candles []Candle, more bool, err error) {
 	var from, to *time.Time
 	if !q.From.IsZero() {
 		from = &q.From
@@ -158,20 +168,22 @@ func (r *Reader) Candles(ctx context.Context, q CandleQuery) ([]Candle, error) {
 	if !q.To.IsZero() {
 		to = &q.To
 	}
-	// With only From, the earliest Limit after it; otherwise the latest.
 	order := "DESC"
-	if from != nil && to == nil {
+	if q.Forward() {
 		order = "ASC"
 	}
+	// One row more than asked tells whether the answer is truncated, so
+	// that a page that ends exactly at the last candle does not announce
+	// an empty next page.
 	rows, err := r.pool.Query(ctx, `
 		SELECT bucket, open, high, low, close, volume, vwap, trades,
 		       sma_5, sma_20, ema_12, ema_26, bb_upper, bb_lower, rsi_14, final
 		FROM candles
 		WHERE symbol = $1 AND interval = $2
 		  AND ($3::timestamptz IS NULL OR bucket >= $3) AND ($4::timestamptz IS NULL OR bucket <= $4)
-		ORDER BY bucket `+order+` LIMIT $5`, q.Symbol, q.Interval, from, to, q.Limit)
+		ORDER BY bucket `+order+` LIMIT $5`, q.Symbol, q.Interval, from, to, q.Limit+1)
 	if err != nil {
-		return nil, fmt.Errorf("reading candles: %w", err)
+		return nil, false, fmt.Errorf("reading candles: %w", err)
 	}
 	out := []Candle{}
 	var c Candle
@@ -184,14 +196,15 @@ func (r *Reader) Candles(ctx context.Context, q CandleQuery) ([]Candle, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading candles: %w", err)
+		return nil, false, fmt.Errorf("reading candles: %w", err)
+	}
+	if more = len(out) > q.Limit; more {
+		out = out[:q.Limit]
 	}
 	if order == "DESC" {
-		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-			out[i], out[j] = out[j], out[i]
-		}
+		slices.Reverse(out)
 	}
-	return out, nil
+	return out, more, nil
 }
 
 // Trades returns a symbol's latest trades, newest first.

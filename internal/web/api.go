@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -157,12 +158,15 @@ func (s *Server) apiCandles(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if format == "csv" {
-		candles, err := s.read.Candles(r.Context(), q)
+		candles, more, err := s.read.Candles(r.Context(), q)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
 		roundCandles(candles)
+		if link := nextLink(r.URL.Path, format, q, candles, more); link != "" {
+			w.Header().Set("Link", link)
+		}
 		writeCandlesCSV(w, q, candles)
 		return
 	}
@@ -170,25 +174,60 @@ func (s *Server) apiCandles(w http.ResponseWriter, r *http.Request) {
 	// The query runs detached from this request so that a client leaving
 	// does not fail the others sharing it.
 	ctx := context.WithoutCancel(r.Context())
-	body, err := s.cache.get(q.Symbol+"|"+q.Interval, key, func() ([]byte, error) {
-		candles, err := s.read.Candles(ctx, q)
+	a, err := s.cache.get(q.Symbol+"|"+q.Interval, key, func() (cachedAnswer, error) {
+		candles, more, err := s.read.Candles(ctx, q)
 		if err != nil {
-			return nil, err
+			return cachedAnswer{}, err
 		}
 		roundCandles(candles)
-		return json.Marshal(struct {
+		body, err := json.Marshal(struct {
 			Symbol   string         `json:"symbol"`
 			Interval string         `json:"interval"`
 			Candles  []store.Candle `json:"candles"`
 		}{q.Symbol, q.Interval, candles})
+		return cachedAnswer{body: body, link: nextLink(r.URL.Path, format, q, candles, more)}, err
 	})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	if a.link != "" {
+		w.Header().Set("Link", a.link)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	_, _ = w.Write(body)
+	_, _ = w.Write(a.body)
+}
+
+// nextLink is the Link header of a truncated /api/candles answer: the
+// request for the following page in the query's direction, or "" when
+// nothing is left. Forward (with from) it continues after the last candle,
+// up to the same to; backward (without from) it ends before the first.
+// Buckets are whole seconds (minutes, New York midnights), so a second
+// past the last one skips it and nothing else. The link is built from the
+// parsed query, not the request's own parameters, because the JSON answer
+// with it is cached and shared by every request asking the same. The body
+// keeps its shape: clients that do not page see no change.
+func nextLink(path, format string, q store.CandleQuery, candles []store.Candle, more bool) string {
+	if !more || len(candles) == 0 {
+		return ""
+	}
+	v := url.Values{}
+	v.Set("symbol", q.Symbol)
+	v.Set("interval", q.Interval)
+	v.Set("limit", strconv.Itoa(q.Limit))
+	if format == "csv" {
+		v.Set("format", "csv")
+	}
+	if q.Forward() {
+		v.Set("from", candles[len(candles)-1].Bucket.Add(time.Second).Format(time.RFC3339Nano))
+		if !q.To.IsZero() {
+			v.Set("to", q.To.UTC().Format(time.RFC3339Nano))
+		}
+	} else {
+		v.Set("to", candles[0].Bucket.Add(-time.Second).Format(time.RFC3339Nano))
+	}
+	return "<" + path + "?" + v.Encode() + `>; rel="next"`
 }
 
 func writeCandlesCSV(w http.ResponseWriter, q store.CandleQuery, candles []store.Candle) {

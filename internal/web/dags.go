@@ -19,21 +19,30 @@ import (
 
 // runJSON is a DAG run as the API shows it.
 type runJSON struct {
-	ID          int64             `json:"id"`
-	DAG         string            `json:"dag"`
-	LogicalDate time.Time         `json:"logical_date"`
-	State       string            `json:"state"`
+	ID          int64     `json:"id"`
+	DAG         string    `json:"dag"`
+	LogicalDate time.Time `json:"logical_date"`
+	State       string    `json:"state"`
+	// Kind is how the run came to be: "scheduled", "manual", "backfill",
+	// or "legacy" for runs recorded before runs had kinds.
+	Kind string `json:"kind"`
+	// Params are the parameters the run executes with: the DAG's defaults
+	// as the scheduler node ParamsNode has them, overridden by
+	// GivenParams. Null until the run starts.
 	Params      map[string]string `json:"params"`
+	GivenParams map[string]string `json:"given_params"`
+	ParamsNode  string            `json:"params_node"`
 	Started     *time.Time        `json:"started"`
 	Finished    *time.Time        `json:"finished"`
 }
 
 func toRunJSON(r orchestrate.Run) runJSON {
-	p := r.Params
-	if p == nil {
-		p = map[string]string{}
+	given := r.Given
+	if given == nil {
+		given = map[string]string{}
 	}
-	return runJSON{ID: r.ID, DAG: r.DAG, LogicalDate: r.LogicalDate.UTC(), State: r.State, Params: p, Started: r.Started, Finished: r.Finished}
+	return runJSON{ID: r.ID, DAG: r.DAG, LogicalDate: r.LogicalDate.UTC(), State: r.State, Kind: r.Kind,
+		Params: r.Params, GivenParams: given, ParamsNode: r.ParamsNode, Started: r.Started, Finished: r.Finished}
 }
 
 type taskJSON struct {
@@ -49,6 +58,15 @@ type taskJSON struct {
 	// Checks are the results of the checks the task carried out; null for
 	// a task that checks nothing.
 	Checks []checkJSON `json:"checks"`
+	// Node is the scheduler node that runs (or last ran) the task;
+	// Heartbeat is when it last reported the running attempt alive, and
+	// HeartbeatAgeMs how long before this answer that was, by the
+	// database's clock. A running task whose heartbeat is older than
+	// HeartbeatTimeoutMs is taken over by a live node.
+	Node               string     `json:"node"`
+	Heartbeat          *time.Time `json:"heartbeat"`
+	HeartbeatAgeMs     *int64     `json:"heartbeat_age_ms"`
+	HeartbeatTimeoutMs int64      `json:"heartbeat_timeout_ms"`
 }
 
 // checkJSON is one check of a task run. Measured and Limit are Value and
@@ -211,8 +229,14 @@ func (s *Server) apiDAGRun(w http.ResponseWriter, r *http.Request) {
 		if d == nil {
 			d = []string{}
 		}
-		out = append(out, taskJSON{Task: t.Task, Deps: d, State: t.State, Attempts: t.Attempts, Started: t.Started,
-			Finished: t.Finished, DurationMs: t.Duration.Milliseconds(), Error: t.Error, Log: t.Log, Checks: toChecksJSON(t.Checks)})
+		tj := taskJSON{Task: t.Task, Deps: d, State: t.State, Attempts: t.Attempts, Started: t.Started,
+			Finished: t.Finished, DurationMs: t.Duration.Milliseconds(), Error: t.Error, Log: t.Log, Checks: toChecksJSON(t.Checks),
+			Node: t.Node, Heartbeat: t.Heartbeat, HeartbeatTimeoutMs: orchestrate.DefaultHeartbeatTimeout.Milliseconds()}
+		if t.Heartbeat != nil {
+			age := t.HeartbeatAge.Milliseconds()
+			tj.HeartbeatAgeMs = &age
+		}
+		out = append(out, tj)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"run": toRunJSON(run), "tasks": out})
 }
@@ -309,7 +333,16 @@ func (s *Server) watchRuns(ctx context.Context) {
 				key += j.Finished.String()
 			}
 			for _, tr := range tasks {
-				key += "|" + tr.Task + ":" + tr.State + ":" + strconv.Itoa(tr.Attempts)
+				key += "|" + tr.Task + ":" + tr.State + ":" + strconv.Itoa(tr.Attempts) + ":" + tr.Node
+				// A running task's page shows how recently its node
+				// reported: each heartbeat is news, and so is its absence
+				// (the page counts the age on from the last one).
+				if tr.State == orchestrate.TaskRunning && tr.Heartbeat != nil {
+					key += "@" + tr.Heartbeat.String()
+				}
+			}
+			if run.Params != nil {
+				key += "|params"
 			}
 			seen[id] = key
 			if prev[id] == key || first {

@@ -32,7 +32,9 @@ type client struct {
 
 // hub fans live events out to the connected browsers.
 type hub struct {
-	// onCandle is called for every candle update before it is published.
+	// onCandle is called for every candle update before it is published,
+	// and for every candles_changed event, whose symbol may be "*"
+	// (store.AllSymbols): every symbol of the interval.
 	onCandle func(symbol, interval string)
 	// onBatch receives the processors' batch announcements, which are not
 	// forwarded to browsers.
@@ -107,11 +109,31 @@ func (h *hub) deliver(payload string) error {
 	if err := json.Unmarshal([]byte(payload), &events); err != nil {
 		return fmt.Errorf("decoding notification: %w", err)
 	}
+	var bad error
 	for _, e := range events {
 		if e.Kind == "batch" {
 			if h.onBatch != nil {
 				h.onBatch(e.Data)
 			}
+			continue
+		}
+		if e.Kind == "candles_changed" {
+			// The scheduler rewrote stored candles (1d bars, a backfill).
+			// Browsers get it too, so that an open chart re-reads them.
+			var c store.CandlesChanged
+			if err := json.Unmarshal(e.Data, &c); err != nil || c.Symbol == "" || c.Interval == "" {
+				// The payload's other events still count.
+				bad = fmt.Errorf("decoding candles_changed %s: %v", e.Data, err)
+				continue
+			}
+			if h.onCandle != nil {
+				h.onCandle(c.Symbol, c.Interval)
+			}
+			sym := c.Symbol
+			if sym == store.AllSymbols {
+				sym = "" // every client
+			}
+			h.publish(message{symbol: sym, frame: frame(e.Kind, e.Data)})
 			continue
 		}
 		if e.Kind == "candle" && h.onCandle != nil {
@@ -139,7 +161,7 @@ func (h *hub) deliver(payload string) error {
 		}
 		h.publish(message{symbol: e.Symbol, frame: frame(e.Kind, e.Data)})
 	}
-	return nil
+	return bad
 }
 
 // listen holds a connection LISTENing on the notification channel and
@@ -175,6 +197,10 @@ func (s *Server) listenOnce(ctx context.Context, pool *pgxpool.Pool) error {
 		return err
 	}
 	s.log.Info("listening for live updates", "channel", store.Channel)
+	// Whatever was committed while no LISTEN was in place notified nobody,
+	// so no cached answer can be trusted; from here on, every write is
+	// announced.
+	s.cache.drop()
 	s.live.Store(true)
 	defer s.live.Store(false)
 	s.listeningOnce.Do(func() { close(s.listening) })

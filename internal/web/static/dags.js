@@ -227,7 +227,8 @@ function makeCard(dag) {
   v.form = el('form', { id: formId, className: 'trigger-form', noValidate: true, hidden: true, 'aria-label': `Trigger a run of ${dag.name}` },
     el('div', { className: 'field' }, el('label', { htmlFor: v.date.id }, 'Logical date'), v.date, v.dateHint),
     field(v.paramsInput.id, 'Parameters', v.paramsInput,
-      'One name=value a line, overriding the defaults. Leave empty for the defaults (a re-run keeps its earlier parameters).', true),
+      'One name=value a line, overriding the defaults. Leave empty for the defaults of the scheduler that runs it. ' +
+      'Each trigger is a new run: earlier runs of the date keep their parameters and history.', true),
     field(v.token.id, 'Access token', v.token,
       'Needed when the server is reachable beyond this machine. Kept for this tab only.', true),
     v.error,
@@ -321,7 +322,7 @@ async function submitTrigger(v) {
     const id = res && isNum(res.run_id) ? res.run_id : null;
     closeForm(v, true);
     v.status.replaceChildren(
-      `Run of ${date} triggered. `,
+      `A new run of ${date} was triggered. `,
       id != null ? el('a', { href: `/dags/run/${id}` }, `View run ${id}`) : null);
     await refreshRuns(v);
   } catch (err) {
@@ -384,7 +385,9 @@ function updateCard(v, dag) {
 
   // Default parameters.
   const params = Object.entries(dag.params || {}).sort(([a], [b]) => a.localeCompare(b));
-  v.paramsCount.textContent = `Default parameters (${params.length})`;
+  // These are this server's; a run takes those of the scheduler node that
+  // runs it, which may be set differently (its --retention, say).
+  v.paramsCount.textContent = `Default parameters (${params.length}, as this server has them)`;
   v.paramsRows.replaceChildren(...params.map(([k, val]) => el('tr', {},
     el('th', { scope: 'row' }, el('code', {}, k)),
     el('td', {}, val === '' ? el('span', { className: 'muted' }, '(empty)') : el('code', {}, val)))));
@@ -412,18 +415,23 @@ function renderNext(v, now = Date.now()) {
 
 // ---- the run squares ---------------------------------------------------------------------
 
+const KINDS = { scheduled: 'scheduled', manual: 'manual', backfill: 'backfill' };
+
 function runLabel(run, tz) {
   const state = runState(run);
   const d = runDuration(run);
   const dur = d == null ? 'not started' : (state === 'running' ? `${fmtDuration(d)} so far` : fmtDuration(d));
-  return { state, date: fmtLogical(run.logical_date, tz), dur };
+  // A date may have several runs (a scheduled one, manual ones): the kind
+  // tells them apart.
+  return { state, date: fmtLogical(run.logical_date, tz), dur, kind: KINDS[run.kind] || '' };
 }
 
 function paintSquare(a, run, tz) {
-  const { state, date, dur } = runLabel(run, tz);
+  const { state, date, dur, kind } = runLabel(run, tz);
   a.dataset.state = state;
-  a.title = `${date} · ${state} · ${dur}`;
-  a.setAttribute('aria-label', `Run ${run.id}: ${date}, ${state}, ${dur}`);
+  a.dataset.kind = kind;
+  a.title = `${date}${kind ? ` (${kind})` : ''} · ${state} · ${dur}`;
+  a.setAttribute('aria-label', `Run ${run.id}${kind ? `, ${kind}` : ''}: ${date}, ${state}, ${dur}`);
 }
 
 function sortRuns(runs) {

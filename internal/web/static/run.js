@@ -96,12 +96,43 @@ function renderRun() {
     : el('span', { className: 'muted' }, run.started ? 'still running' : '–'));
   renderRunDuration();
 
-  const params = Object.entries(run.params || {}).sort(([a], [b]) => a.localeCompare(b));
-  $('params-rows').replaceChildren(...params.map(([k, v]) => el('tr', {},
+  $('fact-kind').textContent = KIND_TEXT[run.kind] || '–';
+
+  // The parameters the run executes with once it has started (the
+  // defaults of the node that started it, overridden by those given);
+  // before that only those given are known.
+  const given = run.given_params || {};
+  const resolved = run.params && typeof run.params === 'object';
+  const params = Object.entries(resolved ? run.params : given).sort(([a], [b]) => a.localeCompare(b));
+  $('params-rows').replaceChildren(...params.map(([k, v]) => el('tr', { dataset: { param: k, given: String(Object.hasOwn(given, k)) } },
     el('th', { scope: 'row' }, el('code', {}, k)),
-    el('td', {}, v === '' ? el('span', { className: 'muted' }, '(empty)') : el('code', {}, v)))));
+    el('td', {}, v === '' ? el('span', { className: 'muted' }, '(empty)') : el('code', {}, v),
+      resolved && Object.hasOwn(given, k) ? el('span', { className: 'muted small' }, ' (given)') : null))));
+  $('params-note').textContent = resolved
+    ? (run.params_node ? `The defaults of scheduler node ${run.params_node}, with those given at the trigger (marked).` : '')
+    : 'Those given at the trigger; the defaults are added by the scheduler node that starts the run.';
   $('params-body').hidden = params.length === 0;
   $('params-empty').hidden = params.length > 0;
+}
+
+const KIND_TEXT = {
+  scheduled: 'the schedule',
+  manual: 'a manual trigger',
+  backfill: 'a backfill',
+};
+
+/**
+ * Where a task runs, or ran: its node and, while it runs, how long ago the
+ * node last reported it alive, counted on from the server's figure (not
+ * from this browser's clock). A node silent for longer than the timeout is
+ * presumed stopped, and a live node takes the task over.
+ */
+function nodeText(t, now = Date.now()) {
+  if (!t.node) return '';
+  if (t.state !== 'running' || !isNum(t.heartbeat_age_ms)) return t.node;
+  const age = t.heartbeat_age_ms + Math.max(0, now - view.fetchedAt);
+  const stale = isNum(t.heartbeat_timeout_ms) && age > t.heartbeat_timeout_ms;
+  return `${t.node} · ${stale ? 'no report for' : 'reported'} ${fmtDuration(age)}${stale ? ': presumed stopped, another node takes it over' : ' ago'}`;
 }
 
 function renderRunDuration(now = Date.now()) {
@@ -261,9 +292,9 @@ function renderTable(now = Date.now()) {
     if (!r) {
       r = {
         state: el('td'), attempts: el('td', { className: 'num' }), started: el('td'), finished: el('td'),
-        duration: el('td', { className: 'num' }),
+        duration: el('td', { className: 'num' }), node: el('td', { className: 'task-node' }),
       };
-      r.tr = el('tr', {}, el('th', { scope: 'row' }, el('code', {}, t.task)), r.state, r.attempts, r.started, r.finished, r.duration);
+      r.tr = el('tr', {}, el('th', { scope: 'row' }, el('code', {}, t.task)), r.state, r.attempts, r.started, r.finished, r.duration, r.node);
       view.rows.set(t.task, r);
     }
     const state = taskState(t.state);
@@ -273,6 +304,7 @@ function renderTable(now = Date.now()) {
     r.finished.replaceChildren(timeEl(t.finished, true));
     const d = taskDuration(t, now);
     r.duration.textContent = d == null ? '–' : fmtDuration(d);
+    r.node.textContent = nodeText(t, now) || '–';
     rows.push(r.tr);
   }
   const names = new Set(view.tasks.map((t) => t.task));
@@ -356,7 +388,8 @@ function renderDetail(fresh = false) {
     ` · ${attemptsText(t.attempts)}`,
     d == null ? '' : ` · ${fmtDuration(d)}`,
     t.started ? ` · started ${fmtTime(t.started)}` : '',
-    t.finished ? ` · finished ${fmtTime(t.finished)}` : '');
+    t.finished ? ` · finished ${fmtTime(t.finished)}` : '',
+    t.node ? ` · on ${nodeText(t)}` : '');
   const key = `${t.task}\u0000${t.error || ''}\u0000${t.log || ''}`;
   if (key === shownKey && !fresh) return;
   shownKey = key;

@@ -31,14 +31,18 @@ const COLORS = {
   sev: { high: '#ff7b72', medium: '#f0883e', low: '#e3b341' },
 };
 
-// Indicator overlays: checkbox key → candle fields drawn as lines.
+// Indicator overlays: checkbox key → lines, each a candle field or, for
+// `session`, the session VWAP computed here from the candles.
 const INDICATORS = {
   sma5: { label: 'SMA 5', lines: [{ field: 'sma_5', color: '#58a6ff' }] },
   sma20: { label: 'SMA 20', lines: [{ field: 'sma_20', color: '#f2cc60' }] },
   ema12: { label: 'EMA 12', lines: [{ field: 'ema_12', color: '#56d4dd' }] },
   ema26: { label: 'EMA 26', lines: [{ field: 'ema_26', color: '#ff9bce' }] },
   bb: { label: 'BB', lines: [{ field: 'bb_upper', color: '#a5a5ff' }, { field: 'bb_lower', color: '#a5a5ff' }] },
-  vwap: { label: 'VWAP', lines: [{ field: 'vwap', color: '#ffa657' }] },
+  // The session VWAP, not each bar's own: it is what the vwap_deviation
+  // detector measures against and what its explanations quote. (The key
+  // stays 'vwap' so that a saved choice carries over.)
+  vwap: { label: 'Session VWAP', lines: [{ session: true, color: '#ffa657' }] },
 };
 
 const body = document.body.dataset;
@@ -68,6 +72,12 @@ let byTime = new Map();
 let times = [];
 let anomalies = []; // as from /api/anomalies, any order
 let markersByTime = new Map();
+// Session VWAP sums by bar time: {pv: Σ vwap·volume, v: Σ volume} over the
+// bars of the bar's New York day up to and including it.
+let sessionSums = new Map();
+// The same sums over the bars of the first shown day that lie before the
+// shown range ({day, pv, v}), read with it; null when there are none.
+let sessionBase = null;
 let crosshairActive = false;
 let rsiSeen = false; // some candle shown has an RSI value
 
@@ -79,6 +89,13 @@ window.stockpipe = {
     return t == null ? null : { ...byTime.get(t), time: t };
   },
   markerCount: () => (markers ? markers.markers().length : 0),
+  candle: (t) => byTime.get(t) ?? null,
+  markerTimes: () => (markers ? markers.markers().map((m) => m.time) : []),
+  // The value an indicator's first line has at bar time t, as drawn.
+  lineValue: (key, t) => {
+    const p = lineSeries[key] && lineSeries[key][0].data().find((d) => d.time === t);
+    return p && Number.isFinite(p.value) ? p.value : null;
+  },
   rsiPaneRect: () => {
     const pane = chart && chart.panes()[1];
     const e = pane && pane.getHTMLElement();
@@ -203,10 +220,91 @@ function barsOf(c) {
 // A line point, or whitespace where the indicator is not defined yet.
 function linePoint(c, field) {
   const v = num(c[field]);
-  return v == null || (field === 'vwap' && v === 0) ? { time: c.t } : { time: c.t, value: v };
+  return v == null ? { time: c.t } : { time: c.t, value: v };
 }
 
-function setAllData(rows) {
+// ---- the session VWAP ------------------------------------------------------------
+
+// The detector's session is the New York calendar day (reset at New York
+// midnight, see sessionEnd in internal/analytics), so the line restarts
+// with each New York day's first bar: Σ(bar vwap × volume) / Σ volume over
+// that day's bars up to this one. Each bar's vwap is Σ price·size / Σ size
+// over its trades, so this is Σ price·size / Σ size over the day's trades
+// up to the bar's end: the detector's number at that moment.
+function barSums(c) {
+  const w = num(c.vwap);
+  return w == null || w === 0 || !(c.volume > 0) ? { pv: 0, v: 0 } : { pv: w * c.volume, v: c.volume };
+}
+
+function sessionSumsOf(bars) {
+  const s = { pv: 0, v: 0 };
+  for (const c of bars) {
+    const b = barSums(c);
+    s.pv += b.pv;
+    s.v += b.v;
+  }
+  return s;
+}
+
+// Recomputes the sums from bar index i to the end of that bar's day (later
+// days do not depend on it) and returns the index after the last one.
+function recomputeSession(i) {
+  const first = dayOfBar(times[i]);
+  let j = i;
+  for (; j < times.length; j++) {
+    const day = dayOfBar(times[j]);
+    if (j > i && day !== first) break;
+    let prev = { pv: 0, v: 0 };
+    if (j > 0 && dayOfBar(times[j - 1]) === day) prev = sessionSums.get(times[j - 1]);
+    else if (sessionBase && sessionBase.day === day) prev = sessionBase;
+    const b = barSums(byTime.get(times[j]));
+    sessionSums.set(times[j], { pv: prev.pv + b.pv, v: prev.v + b.v });
+  }
+  return j;
+}
+
+function sessionPoint(t) {
+  const s = sessionSums.get(t);
+  return s && s.v > 0 ? { time: t, value: s.pv / s.v } : { time: t };
+}
+
+function pointOf(c, line) {
+  return line.session ? sessionPoint(c.t) : linePoint(c, line.field);
+}
+
+// The New York date of a bar time, memoised per hour: New York's offsets
+// are whole hours, so its days begin on the hour.
+const dayOfHour = new Map();
+function dayOfBar(t) {
+  const h = Math.floor(t / 3600);
+  let d = dayOfHour.get(h);
+  if (d === undefined) {
+    d = dayOf(h * 3600);
+    if (dayOfHour.size > 100000) dayOfHour.clear();
+    dayOfHour.set(h, d);
+  }
+  return d;
+}
+
+/**
+ * Unix seconds of midnight New York on the New York date of sec: where 1d
+ * candles begin, and sessions. New York is UTC−5 or UTC−4 and changes at
+ * 02:00, so its midnight is 04:00 or 05:00 UTC of the same date.
+ */
+function nyMidnight(sec) {
+  const day = dayOfBar(sec);
+  const [y, m, d] = day.split('-').map(Number);
+  const utc = Date.UTC(y, m - 1, d) / 1000;
+  for (const hours of [4, 5]) {
+    const t = utc + hours * 3600;
+    if (dayOfBar(t) === day && dayOfBar(t - 3600) !== day) return t;
+  }
+  return utc + 5 * 3600; // not reached
+}
+
+// rows: the candles to show; base: sums of the first shown day's bars
+// before them (see sessionBase).
+function setAllData(rows, base = null) {
   byTime = new Map();
   times = [];
   for (const c of rows) {
@@ -215,11 +313,14 @@ function setAllData(rows) {
   }
   times.sort((a, b) => a - b);
   const sorted = times.map((t) => byTime.get(t));
+  sessionBase = base;
+  sessionSums = new Map();
+  for (let i = 0; i < times.length;) i = recomputeSession(i);
   const bars = sorted.map(barsOf);
   candles.setData(bars.map((b) => b.candle));
   volume.setData(bars.map((b) => b.volume));
   for (const [key, ind] of Object.entries(INDICATORS)) {
-    ind.lines.forEach((l, i) => lineSeries[key][i].setData(sorted.map((c) => linePoint(c, l.field))));
+    ind.lines.forEach((l, i) => lineSeries[key][i].setData(sorted.map((c) => pointOf(c, l))));
   }
   rsi.setData(sorted.map((c) => linePoint(c, 'rsi_14')));
   rsiSeen = sorted.some((c) => num(c.rsi_14) != null);
@@ -236,12 +337,22 @@ function applyCandle(c) {
   const historical = last != null && c.t < last;
   byTime.set(c.t, c);
   if (isNew) times.push(c.t);
+  const at = times.lastIndexOf(c.t);
+  // A bar amended before its day's last one moves the session VWAP of the
+  // day's later bars too.
+  const sessionEnd = recomputeSession(at);
   const b = barsOf(c);
   try {
     candles.update(b.candle, historical);
     volume.update(b.volume, historical);
     for (const [key, ind] of Object.entries(INDICATORS)) {
-      ind.lines.forEach((l, i) => lineSeries[key][i].update(linePoint(c, l.field), historical));
+      ind.lines.forEach((l, i) => {
+        if (l.session && sessionEnd > at + 1) {
+          lineSeries[key][i].setData(times.map((t) => sessionPoint(t)));
+        } else {
+          lineSeries[key][i].update(pointOf(c, l), historical);
+        }
+      });
     }
     rsi.update(linePoint(c, 'rsi_14'), historical);
   } catch (err) {
@@ -299,10 +410,14 @@ const SHORT_KIND = {
 const SEVERITY_RANK = { low: 1, medium: 2, high: 3 };
 const anomalyKey = (a) => `${a.kind}@${a.ts}`;
 
-// The bucket an anomaly falls in at the current interval.
+// The bucket an anomaly falls in at the current interval: 1m and 5m
+// buckets are aligned on the Unix epoch (UTC) like the stream's, 1d
+// candles begin at midnight New York (the scheduler's trading dates).
 const bucketOf = (ts) => {
+  const sec = Date.parse(ts) / 1000;
+  if (state.interval === '1d') return nyMidnight(sec);
   const n = INTERVALS[state.interval];
-  return Math.floor(Date.parse(ts) / 1000 / n) * n;
+  return Math.floor(sec / n) * n;
 };
 
 function refreshMarkers() {
@@ -366,11 +481,13 @@ function renderLegend(t) {
     legendItem('O', fmtPrice(c.open)), legendItem('H', fmtPrice(c.high)),
     legendItem('L', fmtPrice(c.low)), legendItem('C', fmtPrice(c.close), dir),
     legendItem('V', fmtVolume(c.volume)),
+    // The bar's own VWAP, beside the session VWAP line's value below.
+    legendItem('Bar VWAP', fmtPrice(num(c.vwap))),
   ];
   const ind = [];
   for (const [key, def] of Object.entries(INDICATORS)) {
     if (!state.indicators.has(key)) continue;
-    const vals = def.lines.map((l) => fmtPrice(num(c[l.field]))).join(' / ');
+    const vals = def.lines.map((l) => fmtPrice(num(pointOf(c, l).value))).join(' / ');
     ind.push(legendItem(def.label, vals, `ind-${key}`));
   }
   ind.push(legendItem('RSI 14', fmtDec1(num(c.rsi_14)), 'ind-rsi'));
@@ -634,13 +751,21 @@ async function load() {
     } else if (span != null) {
       const latest = await fetchJSON(`/api/candles?symbol=${sym}&interval=${state.interval}&limit=1`);
       const last = latest && latest.candles && latest.candles[latest.candles.length - 1];
-      if (last) from = Math.floor((last.t - span) / ivs) * ivs + ivs;
+      // The bars that begin less than a span before the latest one. (Not
+      // rounded to UTC days: 1d bars begin at midnight New York.)
+      if (last) from = last.t - span + 1;
     }
     if (gen !== loadGen) return;
     const q = new URLSearchParams({ symbol, interval: state.interval, limit: String(MAX_CANDLES) });
     const aq = new URLSearchParams({ symbol, limit: String(MAX_ANOMALIES) });
+    // The session VWAP of the first shown bars needs their day's earlier
+    // bars too: intraday, the candles are read from that day's New York
+    // midnight (at most a day more), and those before the range only
+    // count towards the sums.
+    const intraday = state.interval !== '1d';
+    const readFrom = from != null && intraday ? nyMidnight(from) : from;
     if (from != null) {
-      q.set('from', isoFromUnix(from));
+      q.set('from', isoFromUnix(readFrom));
       aq.set('since', isoFromUnix(from));
     }
     setCsvLink(from);
@@ -652,7 +777,29 @@ async function load() {
       }),
     ]);
     if (gen !== loadGen) return;
-    setAllData((candleRes && candleRes.candles) || []);
+    const rows = (candleRes && candleRes.candles) || [];
+    const shown = from == null ? rows : rows.filter((c) => c.t >= from);
+    let before = from == null ? [] : rows.filter((c) => c.t < from);
+    if (from == null && intraday && rows.length >= MAX_CANDLES) {
+      // The latest MAX_CANDLES may begin in the middle of a day: read the
+      // rest of that day for its sums.
+      const dayStart = nyMidnight(rows[0].t);
+      if (dayStart < rows[0].t) {
+        const pq = new URLSearchParams({
+          symbol, interval: state.interval, limit: String(MAX_CANDLES),
+          from: isoFromUnix(dayStart), to: isoFromUnix(rows[0].t - 1),
+        });
+        const prefix = await fetchJSON(`/api/candles?${pq}`);
+        if (gen !== loadGen) return;
+        before = (prefix && prefix.candles) || [];
+      }
+    }
+    let base = null;
+    if (shown.length) {
+      const day = dayOfBar(shown[0].t);
+      base = { day, ...sessionSumsOf(before.filter((c) => dayOfBar(c.t) === day)) };
+    }
+    setAllData(shown, base);
     anomalies = (anomalyRes && anomalyRes.anomalies) || [];
     refreshMarkers();
     renderAnomalyList();
@@ -725,6 +872,12 @@ const stream = openStream(`/api/stream?symbol=${encodeURIComponent(symbol)}`, {
     gatedCandle(c);
   },
   anomaly: chartGate.wrap(addAnomaly),
+  // The scheduler rewrote stored candles (the 1d bars after the close, a
+  // backfill): re-read the chart if they are the ones shown. A load in
+  // flight is superseded, and reads after the commit.
+  candles_changed: (d) => {
+    if (d && d.interval === state.interval && (d.symbol === symbol || d.symbol === '*')) load();
+  },
   status: () => {},
   reconnected: () => {
     load();
