@@ -3,7 +3,11 @@ GO      ?= go
 BIN     := bin/stockpipe
 PKGS    := ./...
 
-.PHONY: all build run test test-short test-chaos vet fmt bench fuzz clean
+.PHONY: all build run test test-short test-chaos vet lint fmt bench fuzz clean
+
+# golangci-lint, built from the module proxy into bin/ the first time.
+GOLANGCI_VERSION := v2.15.0
+GOLANGCI := bin/golangci-lint-$(GOLANGCI_VERSION)
 
 all: build
 
@@ -16,9 +20,9 @@ build:
 run: build
 	./$(BIN) up
 
-## test: vet, formatting and every test (race detector on) against a real broker, PostgreSQL and Chromium,
+## test: vet, golangci-lint, formatting and every test (race detector on) against a real broker, PostgreSQL and Chromium,
 ## then short fuzz runs of the tick decoder and the tick rules
-test: vet
+test: vet lint
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed on:"; gofmt -l .; exit 1; }
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 	$(GO) test ./internal/market -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 15s
@@ -33,6 +37,15 @@ test-chaos:
 
 vet:
 	$(GO) vet $(PKGS)
+
+## lint: golangci-lint with the checks in .golangci.yml
+lint: $(GOLANGCI)
+	$(GOLANGCI) run ./...
+
+$(GOLANGCI):
+	@mkdir -p bin
+	GOBIN=$(CURDIR)/bin/lint-$(GOLANGCI_VERSION) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+	mv bin/lint-$(GOLANGCI_VERSION)/golangci-lint $(GOLANGCI) && rmdir bin/lint-$(GOLANGCI_VERSION)
 
 fmt:
 	gofmt -w .

@@ -25,7 +25,7 @@ func brokerCommand() *command {
 		if err != nil {
 			return err
 		}
-		defer lock.Release()
+		defer releaseLock(rc, lock)
 		b, err := startBroker(rc, *listen, *dataDir, int32(*partitions), *retention)
 		if err != nil {
 			return err
@@ -56,7 +56,7 @@ func startBroker(rc *runCtx, listen, dataDir string, partitions int32, retention
 	for i := range specs {
 		specs[i].Retention = retention
 	}
-	if err := createTopics(rc, kafka.Config{Brokers: b.Addrs()}, specs); err != nil {
+	if err := createTopics(rc, kafka.Config{Brokers: b.Addrs(), Logger: rc.log}, specs); err != nil {
 		b.Close()
 		return nil, err
 	}

@@ -17,8 +17,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/kafka"
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
+	"github.com/stockpipe/stockpipe/internal/retry"
 	"github.com/stockpipe/stockpipe/internal/store"
 )
 
@@ -42,12 +43,14 @@ func (k *kafkaFlags) register(fs *flag.FlagSet, help string) {
 	fs.StringVar(&k.saslPass, "kafka-password", "", "SASL password (prefer STOCKPIPE_KAFKA_PASSWORD)")
 }
 
-func (k *kafkaFlags) config(clientID string) (kafka.Config, error) {
+// config returns the client configuration; the client logs through rc's
+// logger.
+func (k *kafkaFlags) config(rc *runCtx, clientID string) (kafka.Config, error) {
 	brokers, err := kafka.ParseBrokers(k.brokers)
 	if err != nil {
 		return kafka.Config{}, fmt.Errorf("--brokers: %w", err)
 	}
-	cfg := kafka.Config{Brokers: brokers, ClientID: clientID}
+	cfg := kafka.Config{Brokers: brokers, ClientID: clientID, Logger: rc.log}
 	if cfg.TLS, err = kafka.TLSConfig(k.tls, k.tlsCA, k.tlsCert, k.tlsKey); err != nil {
 		return kafka.Config{}, err
 	}
@@ -57,12 +60,8 @@ func (k *kafkaFlags) config(clientID string) (kafka.Config, error) {
 	return cfg, nil
 }
 
-// Backoff between attempts to reach PostgreSQL: quick at first, for a
-// database that is just starting next to us, then no more often than every
-// dbRetryMax, to stay quiet in the server's log.
+// Waiting for PostgreSQL: attempts are spaced by retry.Connect.
 const (
-	dbRetryMin = 500 * time.Millisecond
-	dbRetryMax = 10 * time.Second
 	// dbAttempt bounds one attempt (connecting and migrating), so that an
 	// address that swallows packets is reported and retried rather than
 	// waited on forever.
@@ -95,7 +94,6 @@ func openDBWithin(rc *runCtx, url string, maxConns int32, wait time.Duration) (*
 		defer cancel()
 	}
 	start := time.Now()
-	backoff := dbRetryMin
 	var lastErr error
 	var reminded time.Time
 	// stopped explains why the wait ended: an interrupt or the bound.
@@ -133,7 +131,7 @@ func openDBWithin(rc *runCtx, url string, maxConns int32, wait time.Duration) (*
 		}
 		switch {
 		case lastErr == nil:
-			attrs := []any{"address", target.addr, "url", target.redacted, "err", rootCause(err), "retry_in", backoff}
+			attrs := []any{"address", target.addr, "url", target.redacted, "err", rootCause(err), "retry_in", retry.Connect.Delay(attempt)}
 			if rc.dbFrom != "" {
 				attrs = append(attrs, "url_from", rc.dbFrom)
 			}
@@ -147,17 +145,12 @@ func openDBWithin(rc *runCtx, url string, maxConns int32, wait time.Duration) (*
 				"err", rootCause(err), "waited", time.Since(start).Round(time.Second), "url_from", rc.dbFromOr("the command line"))
 			reminded = time.Now()
 		default:
-			rc.log.Debug("PostgreSQL still unreachable", "address", target.addr, "err", rootCause(err), "retry_in", backoff)
+			rc.log.Debug("PostgreSQL still unreachable", "address", target.addr, "err", rootCause(err), "retry_in", retry.Connect.Delay(attempt))
 		}
 		lastErr = err
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Connect.Wait(ctx, attempt) != nil {
 			return nil, stopped(err)
-		case <-t.C:
 		}
-		backoff = min(backoff*2, dbRetryMax)
 	}
 }
 
@@ -189,7 +182,7 @@ func connectAndMigrate(ctx context.Context, rc *runCtx, url string, maxConns int
 		pool.Close()
 		return nil, err
 	}
-	if err := orchestrate.Migrate(ctx, pool); err != nil {
+	if err := dag.Migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("applying scheduler migrations: %w", err)
 	}

@@ -15,8 +15,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/stockpipe/stockpipe/internal/dag"
+	"github.com/stockpipe/stockpipe/internal/job"
 	"github.com/stockpipe/stockpipe/internal/kafka"
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
 )
 
 // schedFlags configure the shipped DAGs; shared by scheduler, dag and up.
@@ -38,16 +39,21 @@ func (f *schedFlags) register(c *command, withPartitions bool) {
 	}
 }
 
-func (f *schedFlags) config(pool *pgxpool.Pool, kcfg kafka.Config, group string, log *slog.Logger) orchestrate.Config {
+// dags are the shipped DAGs as these flags configure them.
+func (f *schedFlags) dags(pool *pgxpool.Pool, kcfg kafka.Config, group string) []dag.DAG {
 	if f.partitions == 0 {
 		f.partitions = 6
 	}
 	if group == "" {
 		group = f.group
 	}
-	dags := orchestrate.Shipped(orchestrate.Deps{Pool: pool, Kafka: kcfg, Group: group,
+	return job.Shipped(job.Deps{Pool: pool, Kafka: kcfg, Group: group,
 		Partitions: int32(f.partitions), Retention: f.retention, ReplayDir: f.replayDir})
-	return orchestrate.Config{Pool: pool, DAGs: dags, Kafka: kcfg, Logger: log}
+}
+
+// config is a scheduler's configuration with the shipped DAGs.
+func (f *schedFlags) config(pool *pgxpool.Pool, kcfg kafka.Config, group string, log *slog.Logger) dag.Config {
+	return dag.Config{Pool: pool, DAGs: f.dags(pool, kcfg, group), Logger: log}
 }
 
 func schedulerCommand() *command {
@@ -64,7 +70,7 @@ func schedulerCommand() *command {
 		if err := pr.brokers(rc, &kf, false); err != nil {
 			return err
 		}
-		kcfg, err := optionalKafka(&kf, "stockpipe-scheduler")
+		kcfg, err := optionalKafka(rc, &kf, "stockpipe-scheduler")
 		if err != nil {
 			return err
 		}
@@ -83,8 +89,8 @@ func schedulerCommand() *command {
 }
 
 // runScheduler runs a scheduler node until rc.ctx ends.
-func runScheduler(rc *runCtx, cfg orchestrate.Config) error {
-	s, err := orchestrate.New(cfg)
+func runScheduler(rc *runCtx, cfg dag.Config) error {
+	s, err := dag.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -100,11 +106,11 @@ func runScheduler(rc *runCtx, cfg orchestrate.Config) error {
 	return s.Stop(ctx)
 }
 
-func optionalKafka(kf *kafkaFlags, clientID string) (kafka.Config, error) {
+func optionalKafka(rc *runCtx, kf *kafkaFlags, clientID string) (kafka.Config, error) {
 	if kf.brokers == "" {
 		return kafka.Config{}, nil
 	}
-	return kf.config(clientID)
+	return kf.config(rc, clientID)
 }
 
 func dagCommand() *command {
@@ -151,9 +157,51 @@ func dagCommand() *command {
 		if err := pr.brokers(rc, &kf, false); err != nil {
 			return err
 		}
-		kcfg, err := optionalKafka(&kf, "stockpipe-dag")
+		kcfg, err := optionalKafka(rc, &kf, "stockpipe-dag")
 		if err != nil {
 			return err
+		}
+		// What is asked of a DAG is checked before the database is: a
+		// misspelt name or a bad value is a one-line answer at once, not
+		// after waiting --db-wait for an unreachable PostgreSQL.
+		d, known := findDAG(sf.dags(nil, kcfg, ""), name)
+		if name != "" && !known {
+			return fmt.Errorf("dag %s: no DAG named %q (stockpipe dag list shows them)", verb, name)
+		}
+		var (
+			date0, from0, to0 time.Time
+		)
+		switch verb {
+		case "trigger":
+			if err := runParams(c, d, &params, sf.retention); err != nil {
+				return fmt.Errorf("dag %s: %w", verb, err)
+			}
+			if date0, err = parseDate(*date, "--date", d); err != nil {
+				return err
+			}
+			if file := params.m["file"]; file != "" && sf.replayDir != "" {
+				f, err := job.OpenReplayFile(sf.replayDir, file)
+				if err != nil {
+					return fmt.Errorf("--param file: %w", err)
+				}
+				f.Close()
+			}
+		case "backfill":
+			if err := runParams(c, d, &params, sf.retention); err != nil {
+				return fmt.Errorf("dag %s: %w", verb, err)
+			}
+			if *from == "" || *to == "" {
+				return errors.New("dag backfill: --from and --to are required (YYYY-MM-DD)")
+			}
+			if from0, err = parseDate(*from, "--from", d); err != nil {
+				return err
+			}
+			if to0, err = parseDate(*to, "--to", d); err != nil {
+				return err
+			}
+			if to0.Before(from0) {
+				return errors.New("dag backfill: --to is before --from")
+			}
 		}
 		dbURL, err := pr.databaseURL(rc, *url)
 		if err != nil {
@@ -164,18 +212,9 @@ func dagCommand() *command {
 			return err
 		}
 		defer pool.Close()
-		s, err := orchestrate.NewClient(sf.config(pool, kcfg, "", rc.log))
+		s, err := dag.NewClient(sf.config(pool, kcfg, "", rc.log))
 		if err != nil {
 			return err
-		}
-		dag, known := findDAG(s, name)
-		if name != "" && !known {
-			return fmt.Errorf("dag %s: no DAG named %q (stockpipe dag list shows them)", verb, name)
-		}
-		if verb == "trigger" || verb == "backfill" {
-			if err := runParams(c, dag, &params, sf.retention); err != nil {
-				return fmt.Errorf("dag %s: %w", verb, err)
-			}
 		}
 		switch verb {
 		case "list":
@@ -183,42 +222,17 @@ func dagCommand() *command {
 		case "runs":
 			return listRuns(rc, s, name, *limit)
 		case "trigger":
-			d, err := parseDate(*date, "--date", dag)
+			id, err := s.Trigger(rc.ctx, name, date0, params.m)
 			if err != nil {
-				return err
-			}
-			if file := params.m["file"]; file != "" && sf.replayDir != "" {
-				f, err := orchestrate.OpenReplayFile(sf.replayDir, file)
-				if err != nil {
-					return fmt.Errorf("--param file: %w", err)
-				}
-				f.Close()
-			}
-			id, err := s.Trigger(rc.ctx, name, d, params.m)
-			if err != nil {
-				return err
+				return fmt.Errorf("dag trigger: %w", err)
 			}
 			fmt.Fprintf(rc.stdout, "triggered %s for %s: run %d (a running scheduler executes it, with %s)\n",
-				name, d.Format("2006-01-02"), id, describeGiven(params.m))
+				name, date0.Format("2006-01-02"), id, describeGiven(params.m))
 			return nil
 		default: // backfill
-			if *from == "" || *to == "" {
-				return errors.New("dag backfill: --from and --to are required (YYYY-MM-DD)")
-			}
-			f, err := parseDate(*from, "--from", dag)
+			ids, err := s.Backfill(rc.ctx, name, from0, to0, params.m)
 			if err != nil {
-				return err
-			}
-			t, err := parseDate(*to, "--to", dag)
-			if err != nil {
-				return err
-			}
-			if t.Before(f) {
-				return errors.New("dag backfill: --to is before --from")
-			}
-			ids, err := s.Backfill(rc.ctx, name, f, t, params.m)
-			if err != nil {
-				return err
+				return fmt.Errorf("dag backfill: %w", err)
 			}
 			fmt.Fprintf(rc.stdout, "queued %d runs of %s from %s to %s: %v (new runs, with %s)\n",
 				len(ids), name, *from, *to, ids, describeGiven(params.m))
@@ -228,18 +242,20 @@ func dagCommand() *command {
 	return c
 }
 
-// runParams checks the parameters given for a run of dag: each must be one
-// the DAG declares (a misspelt name would otherwise be silently ignored).
-// --retention on the command line gives the retention parameter.
-func runParams(c *command, dag orchestrate.DAG, params *paramList, retention time.Duration) error {
+// runParams checks the parameters given for a run of d as the DAG
+// declares them — each name one it has (a misspelt one would otherwise be
+// ignored), each value of its type and within its bounds — as Trigger
+// will, but before the database is opened. --retention on the command
+// line gives the retention parameter.
+func runParams(c *command, d dag.DAG, params *paramList, retention time.Duration) error {
 	explicit := false
 	c.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "retention" })
 	if explicit {
-		if _, ok := dag.Params["retention"]; !ok {
-			return fmt.Errorf("--retention: DAG %s has no retention parameter", dag.Name)
+		if _, ok := d.Param("retention"); !ok {
+			return fmt.Errorf("--retention: DAG %s has no retention parameter", d.Name)
 		}
 		if v, ok := params.m["retention"]; ok && v != retention.String() {
-			if d, err := time.ParseDuration(v); err != nil || d != retention {
+			if keep, err := time.ParseDuration(v); err != nil || keep != retention {
 				return fmt.Errorf("--retention %s and --param retention=%s disagree", retention, v)
 			}
 		}
@@ -247,12 +263,8 @@ func runParams(c *command, dag orchestrate.DAG, params *paramList, retention tim
 			return err
 		}
 	}
-	for k := range params.m {
-		if _, ok := dag.Params[k]; !ok {
-			return fmt.Errorf("DAG %s has no parameter %q (it has: %s)", dag.Name, k, strings.Join(slices.Sorted(maps.Keys(dag.Params)), ", "))
-		}
-	}
-	return nil
+	_, err := d.ParseParams(params.m)
+	return err
 }
 
 // describeGiven says what a run was given, for the trigger's answer.
@@ -272,17 +284,18 @@ func formatParams(p map[string]string) string {
 	return strings.Join(kv, ",")
 }
 
-func findDAG(s *orchestrate.Scheduler, name string) (orchestrate.DAG, bool) {
-	for _, d := range s.DAGs() {
+// findDAG returns the DAG of dags named name.
+func findDAG(dags []dag.DAG, name string) (dag.DAG, bool) {
+	for _, d := range dags {
 		if d.Name == name {
 			return d, true
 		}
 	}
-	return orchestrate.DAG{}, false
+	return dag.DAG{}, false
 }
 
 // parseDate reads YYYY-MM-DD as midnight in the DAG's zone; empty is today.
-func parseDate(s, flag string, d orchestrate.DAG) (time.Time, error) {
+func parseDate(s, flag string, d dag.DAG) (time.Time, error) {
 	loc := d.Location
 	if loc == nil {
 		loc = time.UTC
@@ -298,7 +311,10 @@ func parseDate(s, flag string, d orchestrate.DAG) (time.Time, error) {
 	return t, nil
 }
 
-func listDAGs(rc *runCtx, s *orchestrate.Scheduler) error {
+// listDAGs prints the DAGs — schedule, next run, tasks — and then the
+// parameters each takes, with their types, bounds and defaults (as this
+// process has them; a run takes those of the scheduler that executes it).
+func listDAGs(rc *runCtx, s *dag.Scheduler) error {
 	w := tabwriter.NewWriter(rc.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "DAG\tSCHEDULE\tNEXT RUN\tTASKS\tDESCRIPTION")
 	for _, d := range s.DAGs() {
@@ -319,6 +335,21 @@ func listDAGs(rc *runCtx, s *orchestrate.Scheduler) error {
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.Name, sched, next, strings.Join(tasks, " → "), d.Description)
 	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(rc.stdout, "\nParameters (--param NAME=VALUE):")
+	w = tabwriter.NewWriter(rc.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "DAG\tPARAMETER\tTYPE\tDEFAULT\tMEANING")
+	for _, d := range s.DAGs() {
+		for _, p := range d.Params {
+			def := p.Default
+			if def == "" {
+				def = "-"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", d.Name, p.Name, p.Describe(), def, p.Doc)
+		}
+	}
 	return w.Flush()
 }
 
@@ -326,8 +357,8 @@ func listDAGs(rc *runCtx, s *orchestrate.Scheduler) error {
 // each came to be (KIND), its tasks' states — a running task with the node
 // running it and how long ago that node last reported — and the parameters
 // it runs with.
-func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error {
-	runs, err := s.Runs(rc.ctx, dag, limit)
+func listRuns(rc *runCtx, s *dag.Scheduler, name string, limit int) error {
+	runs, err := s.Runs(rc.ctx, name, limit)
 	if err != nil {
 		return err
 	}
@@ -344,7 +375,7 @@ func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error
 		why := ""
 		for _, t := range tasks {
 			ts = append(ts, describeTask(t))
-			if why == "" && t.State == orchestrate.TaskFailed {
+			if why == "" && t.State == dag.TaskFailed {
 				why = t.Task + ": " + strings.Join(strings.Fields(t.Error), " ")
 			}
 		}
@@ -355,8 +386,8 @@ func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error
 				took = r.Finished.Sub(*r.Started).Round(time.Millisecond).String()
 			}
 		}
-		kind := r.Kind
-		if kind == orchestrate.KindLegacy {
+		kind := string(r.Kind)
+		if r.Kind == dag.KindLegacy {
 			kind = "-" // recorded before runs had kinds
 		}
 		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.DAG, r.LogicalDate.Format("2006-01-02 15:04"), r.State, kind,
@@ -368,13 +399,13 @@ func listRuns(rc *runCtx, s *orchestrate.Scheduler, dag string, limit int) error
 // describeTask is a task's name and state, with its attempts when there
 // were several and, while it runs, the node running it and the age of its
 // heartbeat.
-func describeTask(t orchestrate.TaskRun) string {
+func describeTask(t dag.TaskRun) string {
 	var notes []string
-	if t.State == orchestrate.TaskRunning {
+	if t.State == dag.TaskRunning {
 		beat := "no heartbeat yet"
 		if t.Heartbeat != nil {
 			beat = "heartbeat " + t.HeartbeatAge.Round(time.Second).String() + " ago"
-			if t.HeartbeatAge > orchestrate.DefaultHeartbeatTimeout {
+			if t.HeartbeatAge > dag.DefaultHeartbeatTimeout {
 				beat += ", node presumed stopped: another node takes it over"
 			}
 		}
@@ -384,15 +415,15 @@ func describeTask(t orchestrate.TaskRun) string {
 		notes = append(notes, fmt.Sprintf("attempt %d", t.Attempts))
 	}
 	if len(notes) == 0 {
-		return t.Task + ":" + t.State
+		return t.Task + ":" + string(t.State)
 	}
-	return t.Task + ":" + t.State + "[" + strings.Join(notes, ", ") + "]"
+	return t.Task + ":" + string(t.State) + "[" + strings.Join(notes, ", ") + "]"
 }
 
 // describeRunParams is the parameters the run executes with, or, before
 // it starts, those it was given and that the defaults of the scheduler
 // that starts it are still to come.
-func describeRunParams(r orchestrate.Run) string {
+func describeRunParams(r dag.Run) string {
 	switch {
 	case r.Params != nil && len(r.Params) == 0:
 		return "-"

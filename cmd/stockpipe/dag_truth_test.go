@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,29 +12,17 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
+	"github.com/stockpipe/stockpipe/internal/dag"
+	"github.com/stockpipe/stockpipe/internal/fixture"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
-	"github.com/stockpipe/stockpipe/internal/store"
 )
 
 // dagDB is a fresh, migrated database for the scheduler: its URL and a
 // pool on it.
 func dagDB(t *testing.T) (string, *pgxpool.Pool) {
 	t.Helper()
-	ctx := context.Background()
 	dbURL := pgtest.New(t)
-	pool, err := store.Open(ctx, dbURL, 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := store.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	if err := orchestrate.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	return dbURL, pool
+	return dbURL, fixture.Open(t, dbURL, 8)
 }
 
 // dagTrigger runs stockpipe dag trigger with args and returns the run id
@@ -53,10 +41,10 @@ func dagTrigger(t *testing.T, args ...string) int64 {
 	return id
 }
 
-// dagRunsLine returns the line of run id in stockpipe dag runs dag.
-func dagRunsLine(t *testing.T, dbURL, dag string, id int64) string {
+// dagRunsLine returns the line of run id in stockpipe dag runs name.
+func dagRunsLine(t *testing.T, dbURL, name string, id int64) string {
 	t.Helper()
-	code, out, errOut := runCLI(t, "dag", "runs", dag, "--database-url", dbURL)
+	code, out, errOut := runCLI(t, "dag", "runs", name, "--database-url", dbURL)
 	if code != 0 {
 		t.Fatalf("dag runs: code %d\n%s%s", code, out, errOut)
 	}
@@ -71,9 +59,9 @@ func dagRunsLine(t *testing.T, dbURL, dag string, id int64) string {
 
 // waitFinished waits until run id has finished, within timeout, and
 // returns its state.
-func waitFinished(t *testing.T, pool *pgxpool.Pool, id int64, timeout time.Duration) string {
+func waitFinished(t *testing.T, pool *pgxpool.Pool, id int64, timeout time.Duration) dag.RunState {
 	t.Helper()
-	var state string
+	var state dag.RunState
 	waitFor(t, fmt.Sprintf("run %d to finish", id), timeout, func() bool {
 		var done bool
 		err := pool.QueryRow(context.Background(), `SELECT state, finished_at IS NOT NULL FROM dag_runs WHERE id = $1`, id).Scan(&state, &done)
@@ -129,7 +117,7 @@ func TestDagManualRunTakesSchedulerRetention(t *testing.T) {
 	}
 	sched := start(t, "scheduler", "--retention", "48h", "--database-url", dbURL)
 	id := dagTrigger(t, "retention", "--database-url", dbURL)
-	if state := waitFinished(t, pool, id, 60*time.Second); state != orchestrate.RunSuccess {
+	if state := waitFinished(t, pool, id, 60*time.Second); state != dag.RunSuccess {
 		t.Fatalf("run %d ended %s\n%s", id, state, sched.out.tail(3000))
 	}
 	line := dagRunsLine(t, dbURL, "retention", id)
@@ -179,7 +167,7 @@ func TestSchedulerKilledMidTaskIsTakenOver(t *testing.T) {
 	}
 
 	second := start(t, "scheduler", "--database-url", dbURL)
-	if state := waitFinished(t, pool, id, 90*time.Second); state != orchestrate.RunSuccess {
+	if state := waitFinished(t, pool, id, 90*time.Second); state != dag.RunSuccess {
 		t.Fatalf("run %d ended %s\n%s", id, state, second.out.tail(3000))
 	}
 	took := time.Since(killed)
@@ -203,5 +191,66 @@ func TestSchedulerKilledMidTaskIsTakenOver(t *testing.T) {
 	t.Logf("dag runs after the takeover: %s", line)
 	if !strings.Contains(line, "success manual") || !strings.Contains(line, "recompute:success[attempt 2]") {
 		t.Errorf("run %d is listed as %q", id, line)
+	}
+}
+
+// TestDagTriggerChecksParams triggers from the command line with a value
+// that is not of its parameter's type, one out of its bounds and an
+// unknown name: each is a one-line error naming the parameter (and what a
+// valid value is), and no run exists afterwards; the defaults a good
+// trigger's run will take are listed by dag list, with each parameter's
+// type.
+func TestDagTriggerChecksParams(t *testing.T) {
+	dbURL, pool := dagDB(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"market_close", "--param", "max_reject_rate=lots"}, `parameter max_reject_rate="lots" is not a number in [0, 1] (such as 0.05)`},
+		{[]string{"market_close", "--param", "max_reject_rate=1.5"}, `parameter max_reject_rate="1.5" is not a number in [0, 1]`},
+		{[]string{"retention", "--param", "batch_size=0"}, `parameter batch_size="0" is not an integer ≥ 1`},
+		{[]string{"backfill", "--param", "symbol=AAPL", "--param", "from=yesterday"}, `parameter from="yesterday" is not a date (such as 2026-11-02)`},
+		{[]string{"backfill", "--param", "symbol=AAPL", "--param", "from=2026-11-04", "--param", "to=2026-11-03"}, `parameter to=2026-11-03 is before from=2026-11-04`},
+		{[]string{"backfill", "--param", "symbol=aapl"}, `parameter symbol="aapl" is not a symbol`},
+		{[]string{"pipeline_health", "--param", "max_lag=-1"}, `parameter max_lag="-1" is not an integer ≥ 0`},
+		{[]string{"pipeline_health", "--param", "max_tick_age=5"}, `parameter max_tick_age="5" is not a duration ≥ 0s`},
+		{[]string{"pipeline_health", "--param", "max_dlq=0.1"}, `DAG pipeline_health has no parameter "max_dlq" (it has: max_lag, max_tick_age, max_dlq_rate)`},
+	} {
+		code, _, errOut := runCLI(t, append(append([]string{"dag", "trigger"}, c.args...), "--database-url", dbURL)...)
+		if code == 0 || !strings.Contains(errOut, c.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("dag trigger %v: code %d, stderr %q; want one line containing %q", c.args, code, errOut, c.want)
+		}
+	}
+	if n := scalar(t, pool, `SELECT count(*) FROM dag_runs`); n != 0 {
+		t.Errorf("%d runs after refused triggers", n)
+	}
+	if n := scalar(t, pool, `SELECT count(*) FROM river_job`); n != 0 {
+		t.Errorf("%d River jobs after refused triggers", n)
+	}
+
+	code, out, errOut := runCLI(t, "dag", "list", "--database-url", dbURL)
+	if code != 0 {
+		t.Fatalf("dag list: code %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range [][]string{
+		{"market_close", "max_reject_rate", "number", "in", "[0,", "1]", "0.05"},
+		{"market_close", "lateness", "duration", "≥", "0s", "2s"},
+		{"retention", "retention", "duration", "≥", "1s", "168h0m0s"},
+		{"retention", "batch_size", "integer", "≥", "1", "50000"},
+		{"pipeline_health", "max_tick_age", "duration", "≥", "0s", "5m"},
+		{"backfill", "symbol", "symbol,", "required", "-"},
+		{"backfill", "from", "date", "-"},
+		{"backfill", "file", "file", "-"},
+		{"backfill", "skip_bad", "boolean", "false"},
+	} {
+		found := false
+		for _, line := range strings.Split(out, "\n") {
+			if f := strings.Fields(line); len(f) >= len(want) && slices.Equal(f[:len(want)], want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("dag list has no parameter line starting %q:\n%s", strings.Join(want, " "), out)
+		}
 	}
 }

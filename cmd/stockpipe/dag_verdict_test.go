@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stockpipe/stockpipe/internal/dag"
+	"github.com/stockpipe/stockpipe/internal/fixture"
 	"github.com/stockpipe/stockpipe/internal/kafka"
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
-	"github.com/stockpipe/stockpipe/internal/store"
 )
 
 // TestDagRunsShowsFailedChecks triggers market_close from the command line
@@ -22,18 +22,8 @@ import (
 func TestDagRunsShowsFailedChecks(t *testing.T) {
 	ctx := context.Background()
 	dbURL := pgtest.New(t)
-	pool, err := store.Open(ctx, dbURL, 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := fixture.Open(t, dbURL, 8)
 	log := slog.New(slog.DiscardHandler)
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		t.Fatal(err)
-	}
-	if err := orchestrate.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO rejected_ticks (topic, partition, "offset", reason, received_at)
 		SELECT 'ticks', 0, g, 'malformed_json', '2026-11-04 15:00:00+00' FROM generate_series(1, 20) g`); err != nil {
@@ -48,7 +38,7 @@ func TestDagRunsShowsFailedChecks(t *testing.T) {
 		cfg.DAGs[i].Schedule = ""
 	}
 	cfg.PollInterval = 50 * time.Millisecond
-	sched, err := orchestrate.New(cfg)
+	sched, err := dag.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,7 +73,7 @@ func (c *command) parse(args []string, stderr io.Writer) error {
 			c.help(stderr)
 			return errHelp
 		}
-		return fmt.Errorf("%s: %v (see 'stockpipe %s --help')", c.name, err, c.name)
+		return fmt.Errorf("%s: %w (see 'stockpipe %s --help')", c.name, err, c.name)
 	}
 	if c.fs.NArg() > 0 {
 		return fmt.Errorf("%s: unexpected argument %q (see 'stockpipe %s --help')", c.name, c.fs.Arg(0), c.name)
@@ -93,7 +93,7 @@ func (c *command) parse(args []string, stderr io.Writer) error {
 			return
 		}
 		if e := f.Value.Set(v); e != nil {
-			err = fmt.Errorf("%s: environment variable %s=%q: %v", c.name, envName(f.Name), v, e)
+			err = fmt.Errorf("%s: environment variable %s=%q: %w", c.name, envName(f.Name), v, e)
 		}
 	})
 	return err

@@ -134,7 +134,7 @@ func (g *genFlags) simulator(rc *runCtx, kcfg kafka.Config) (*generate.Simulator
 	}
 	sim, err := generate.NewSimulator(cfg)
 	if err != nil {
-		closeTruth()
+		_ = closeTruth() // the simulator's error is the one to report
 		return nil, nil, err
 	}
 	return sim, closeTruth, nil
@@ -155,7 +155,7 @@ func generateCommand() *command {
 		if err := pr.brokers(rc, &kf, true); err != nil {
 			return err
 		}
-		kcfg, err := kf.config("stockpipe-generate")
+		kcfg, err := kf.config(rc, "stockpipe-generate")
 		if err != nil {
 			return err
 		}

@@ -41,7 +41,7 @@ func loadtestCommand() *command {
 			if err != nil {
 				return err
 			}
-			defer lock.Release()
+			defer releaseLock(rc, lock)
 		}
 		if *soak != 0 {
 			return runSoak(rc, loadtest.SoakConfig{Duration: *soak, Rate: *rate, Symbols: *symbols, Faults: *faults,
@@ -63,7 +63,7 @@ func loadtestCommand() *command {
 			DatabaseURL: *url, BaselineRows: *baseline, Partitions: int32(*partitions), Logger: rc.log,
 			BatchSize: *batchSize, BatchWait: *batchWait}
 		if kf.brokers != "" {
-			kcfg, err := kf.config("stockpipe-loadtest")
+			kcfg, err := kf.config(rc, "stockpipe-loadtest")
 			if err != nil {
 				return err
 			}

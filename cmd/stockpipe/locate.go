@@ -107,3 +107,11 @@ func (p *peer) brokers(rc *runCtx, kf *kafkaFlags, required bool) error {
 	rc.log.Info("using the brokers of "+p.describe(ep), "brokers", kf.brokers)
 	return nil
 }
+
+// releaseLock gives up the data directory when the command ends; a failure
+// to remove the endpoints file is worth a line, not an exit code.
+func releaseLock(rc *runCtx, lock *datadir.Lock) {
+	if err := lock.Release(); err != nil {
+		rc.log.Warn("releasing the data directory", "dir", lock.Dir(), "err", err)
+	}
+}

@@ -74,6 +74,13 @@ func TestBadInputGetsOneLine(t *testing.T) {
 		{[]string{"process", "--brokers", "127.0.0.1:1", "--kafka-sasl", "gssapi", "--kafka-user", "u", "--database-url", "postgres://u@h/db"}, "--kafka-sasl"},
 		{[]string{"process", "--brokers", "127.0.0.1:1", "--kafka-user", "u", "--database-url", "postgres://u@h/db"}, "need --kafka-sasl"},
 		{[]string{"process", "--brokers", "127.0.0.1:1", "--kafka-tls-ca", "/nonexistent.pem", "--database-url", "postgres://u@h/db"}, "--kafka-tls-ca"},
+		// A DAG's parameters are checked before the database is reached.
+		{[]string{"dag", "trigger", "retention", "--param", "retention=banana", "--database-url", "postgres://u@h/db"},
+			`dag trigger: DAG retention: parameter retention="banana" is not a duration ≥ 1s (such as 90s, 5m or 168h)`},
+		{[]string{"dag", "trigger", "market_close", "--param", "max_reject_rat=0.2", "--database-url", "postgres://u@h/db"},
+			`dag trigger: DAG market_close has no parameter "max_reject_rat"`},
+		{[]string{"dag", "backfill", "backfill", "--from", "2026-11-02", "--to", "2026-11-03", "--database-url", "postgres://u@h/db"},
+			"dag backfill: DAG backfill: parameter symbol is required"},
 	} {
 		code, _, errOut := runCLI(t, tc.args...)
 		if code == 0 || !strings.Contains(errOut, tc.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {

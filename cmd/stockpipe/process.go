@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"time"
 
 	"github.com/stockpipe/stockpipe/internal/analytics"
@@ -14,6 +11,7 @@ import (
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/stream"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
+	"github.com/stockpipe/stockpipe/internal/web"
 )
 
 // processFlags are the processor's tuning flags, shared by process and up.
@@ -66,7 +64,7 @@ func processCommand() *command {
 		if err := pr.brokers(rc, &kf, true); err != nil {
 			return err
 		}
-		kcfg, err := kf.config("stockpipe-process")
+		kcfg, err := kf.config(rc, "stockpipe-process")
 		if err != nil {
 			return err
 		}
@@ -88,14 +86,14 @@ func processCommand() *command {
 			return err
 		}
 		if *opsAddr != "" {
-			stopOps, err := serveOps(rc, *opsAddr, cfg.Metrics, func(ctx context.Context) error {
-				if err := pool.Ping(ctx); err != nil {
-					return fmt.Errorf("database: %w", err)
-				}
-				if p.Assigned() == 0 {
-					return errors.New("processor: owns no partitions yet")
-				}
-				return nil
+			stopOps, err := serveOps(rc, *opsAddr, cfg.Metrics, []web.Check{
+				{Name: "database", Check: func(ctx context.Context) error { return pool.Ping(ctx) }},
+				{Name: "processor", Check: func(context.Context) error {
+					if p.Assigned() == 0 {
+						return errors.New("owns no partitions yet")
+					}
+					return nil
+				}},
 			})
 			if err != nil {
 				return err
@@ -140,37 +138,19 @@ func logEvery(rc *runCtx, d time.Duration, fn func()) (stop func()) {
 	}
 }
 
-// serveOps serves /metrics, /healthz and /readyz for a process without the
-// dashboard. They change nothing, so no token is needed.
-func serveOps(rc *runCtx, addr string, m *telemetry.Metrics, ready func(context.Context) error) (stop func(), err error) {
+// serveOps serves the ops endpoints of a process without a dashboard
+// (web.OpsHandler), with profiles on a loopback address only.
+func serveOps(rc *runCtx, addr string, m *telemetry.Metrics, ready []web.Check) (stop func(), err error) {
 	ln, err := listenHTTP(addr)
 	if err != nil {
 		return nil, err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", m.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := ready(ctx); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	// Profiles show internals and cost CPU: only on a loopback address,
-	// where only this machine's users reach them.
+	loopback := false
 	if host, _, err := net.SplitHostPort(ln.Addr().String()); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-			mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-			mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-		}
+		ip := net.ParseIP(host)
+		loopback = ip != nil && ip.IsLoopback()
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, MaxHeaderBytes: 16 << 10}
+	hs := web.OpsServer(web.OpsHandler(web.Ops{Metrics: m, Ready: ready, Profiling: loopback}))
 	go func() { _ = hs.Serve(ln) }()
 	rc.log.Info("serving metrics and health checks", "address", ln.Addr().String())
 	return func() { _ = hs.Close() }, nil

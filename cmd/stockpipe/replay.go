@@ -36,7 +36,7 @@ func replayCommand() *command {
 		if err := pr.brokers(rc, &kf, true); err != nil {
 			return err
 		}
-		kcfg, err := kf.config("stockpipe-replay")
+		kcfg, err := kf.config(rc, "stockpipe-replay")
 		if err != nil {
 			return err
 		}

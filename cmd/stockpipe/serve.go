@@ -10,8 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/kafka"
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
 	"github.com/stockpipe/stockpipe/internal/web"
 )
@@ -42,7 +42,7 @@ func serveCommand() *command {
 		}
 		var kcfg kafka.Config
 		if kf.brokers != "" {
-			if kcfg, err = kf.config("stockpipe-serve"); err != nil {
+			if kcfg, err = kf.config(rc, "stockpipe-serve"); err != nil {
 				return err
 			}
 		}
@@ -60,7 +60,7 @@ func serveCommand() *command {
 		if len(kcfg.Brokers) > 0 {
 			ready = append(ready, brokerCheck(kcfg))
 		}
-		sched, err := orchestrate.NewClient(sf.config(pool, kcfg, *group, rc.log))
+		sched, err := dag.NewClient(sf.config(pool, kcfg, *group, rc.log))
 		if err != nil {
 			return err
 		}

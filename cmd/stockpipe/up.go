@@ -7,13 +7,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
+	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/datadir"
 	"github.com/stockpipe/stockpipe/internal/kafka"
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/pgembed"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/stream"
@@ -86,7 +87,7 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 	if err != nil {
 		return err
 	}
-	defer lock.Release()
+	defer releaseLock(rc, lock)
 
 	// A component that fails stops the whole pipeline, with its reason.
 	ctx, fail := context.WithCancelCause(rc.ctx)
@@ -137,13 +138,13 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 			return err
 		}
 		defer b.Close()
-		kcfg = kafka.Config{Brokers: b.Addrs(), ClientID: "stockpipe-up"}
+		kcfg = kafka.Config{Brokers: b.Addrs(), ClientID: "stockpipe-up", Logger: rc.log}
 	} else {
 		if env := rc.cmd.source("brokers"); env != "" {
 			rc.log.Warn(fmt.Sprintf("using the Kafka brokers from %s instead of the embedded broker; unset %s to run the embedded one", env, env),
 				"brokers", cfg.kf.brokers)
 		}
-		if kcfg, err = cfg.kf.config("stockpipe-up"); err != nil {
+		if kcfg, err = cfg.kf.config(rc, "stockpipe-up"); err != nil {
 			return err
 		}
 		if err := ensureTopics(rc, kcfg, int32(cfg.partitions)); err != nil {
@@ -160,7 +161,7 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 	if err != nil {
 		return err
 	}
-	defer closeTruth()
+	defer func() { _ = closeTruth() }() // up writes no ground truth
 
 	pcfg := cfg.pf.config()
 	if pcfg.InstanceID == "" {
@@ -179,7 +180,7 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 
 	scfg := cfg.sf.config(pool, kcfg, pcfg.Group, rc.log)
 	scfg.Metrics = metrics // stockpipe_dag_runs_total on the dashboard's /metrics
-	sched, err := orchestrate.NewClient(scfg)
+	sched, err := dag.NewClient(scfg)
 	if err != nil {
 		return err
 	}
@@ -196,28 +197,13 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 	fmt.Fprintf(rc.stdout, "stockpipe is up (%s)\n  dashboard: %s\n  database:  %s\n  broker:    %s\n  press Ctrl-C to stop\n",
 		time.Since(started).Round(time.Millisecond), dashboard, store.Redact(dbURL), kcfg.Brokers[0])
 
-	var (
-		wg       sync.WaitGroup
-		produced int64
-		genErr   error
-		procErr  error
-		webErr   error
-		schedErr error
-	)
-	wg.Go(func() { schedErr = runScheduler(rc, scfg) })
 	ready := []web.Check{brokerCheck(kcfg), {Name: "processor", Check: func(context.Context) error {
 		if proc.Assigned() == 0 {
 			return errors.New("the processor owns no partitions yet")
 		}
 		return nil
 	}}}
-	wg.Go(func() {
-		webErr = serveHTTP(rc, cfg.hf.apply(web.Config{Pool: pool, Kafka: kcfg, Group: pcfg.Group, Metrics: metrics,
-			Ready: ready, Scheduler: sched, DataDir: cfg.dataDir, ReplayDir: cfg.sf.replayDir}), ln)
-	})
-	wg.Go(func() { procErr = proc.Run(rc.ctx) })
-	wg.Go(func() { produced, genErr = produce(rc, kcfg, sim, cfg.g.pace(rc), metrics) })
-	wg.Go(func() { watchDisk(rc, cfg.dataDir, int64(cfg.minFree), cfg.g.rate) })
+	var produced int64
 	var last stream.Stats
 	lastAt := time.Now()
 	stop := logEvery(rc, 5*time.Second, func() {
@@ -228,13 +214,57 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 		rc.log.Info("pipeline", "stored", s.Stored, "ticks_per_s", int(rate), "rejected", s.Rejected,
 			"duplicates", s.Duplicates, "anomalies", s.Anomalies, "partitions", proc.Assigned())
 	})
-	wg.Wait()
+	err = runComponents(rc, []component{
+		{"scheduler", func(rc *runCtx) error { return runScheduler(rc, scfg) }},
+		{"dashboard", func(rc *runCtx) error {
+			return serveHTTP(rc, cfg.hf.apply(web.Config{Pool: pool, Kafka: kcfg, Group: pcfg.Group, Metrics: metrics,
+				Ready: ready, Scheduler: sched, DataDir: cfg.dataDir, ReplayDir: cfg.sf.replayDir}), ln)
+		}},
+		{"processor", func(rc *runCtx) error { return proc.Run(rc.ctx) }},
+		{"generator", func(rc *runCtx) (err error) {
+			produced, err = produce(rc, kcfg, sim, cfg.g.pace(rc), metrics)
+			return err
+		}},
+		{"disk watch", func(rc *runCtx) error { watchDisk(rc, cfg.dataDir, int64(cfg.minFree), cfg.g.rate); return nil }},
+	})
 	stop()
 	rc.log.Info("stopped", "produced", produced, "stored", proc.Stats().Stored)
 	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 		return cause
 	}
-	return errors.Join(genErr, procErr, webErr, schedErr)
+	return err
+}
+
+// component is one part of up that runs until up stops.
+type component struct {
+	name string
+	run  func(rc *runCtx) error
+}
+
+// runComponents runs the components until rc.ctx ends or one of them fails
+// — returns an error, or returns at all while the others run on, which
+// none is meant to do. The first failure is logged with the component's
+// name and stops the others, and runComponents returns it; up then exits
+// non-zero rather than run on without, say, its scheduler.
+func runComponents(rc *runCtx, cs []component) error {
+	g, gctx := errgroup.WithContext(rc.ctx)
+	crc := *rc
+	crc.ctx = gctx
+	for _, c := range cs {
+		g.Go(func() error {
+			err := c.run(&crc)
+			if gctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+				return nil // stopping, as asked
+			}
+			if err == nil {
+				err = errors.New("stopped unexpectedly")
+			}
+			err = fmt.Errorf("%s: %w", c.name, err)
+			rc.log.Error("a part of the pipeline failed; stopping everything", "component", c.name, "err", err)
+			return err
+		})
+	}
+	return g.Wait()
 }
 
 // upBytesPerTick is what a stored tick costs on disk under up: about 175

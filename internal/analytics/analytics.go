@@ -37,7 +37,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	_ "time/tzdata" // sessions follow New York's calendar on any machine
 
 	"github.com/stockpipe/stockpipe/internal/anomaly"
 	"github.com/stockpipe/stockpipe/internal/candle"
@@ -361,15 +360,7 @@ func (p *Partition) Flush(out *Output) {
 	p.dirty = p.dirty[:0]
 }
 
-var newYork = mustZone("America/New_York")
-
-func mustZone(name string) *time.Location {
-	loc, err := time.LoadLocation(name)
-	if err != nil {
-		panic(err) // embedded by time/tzdata
-	}
-	return loc
-}
+var newYork = market.NewYork
 
 // sessionEnd returns the next New York midnight after ts: the session VWAP
 // runs over a New York calendar day.

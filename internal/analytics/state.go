@@ -117,7 +117,7 @@ func (p *Partition) decode(b []byte) error {
 		}
 		s.sessionEnd = r.time()
 		if r.err != nil {
-			return fmt.Errorf("%w: symbol %s: %v", ErrCorrupt, name, r.err)
+			return fmt.Errorf("%w: symbol %s: %w", ErrCorrupt, name, r.err)
 		}
 		steps := []func([]byte) ([]byte, error){s.wm.Decode}
 		for i := range s.win {
@@ -129,7 +129,7 @@ func (p *Partition) decode(b []byte) error {
 		for _, step := range steps {
 			var err error
 			if rest, err = step(rest); err != nil {
-				return fmt.Errorf("%w: symbol %s: %v", ErrCorrupt, name, err)
+				return fmt.Errorf("%w: symbol %s: %w", ErrCorrupt, name, err)
 			}
 		}
 		s.det = det

@@ -193,8 +193,8 @@ func TestPriceJumpFloor(t *testing.T) {
 	d := NewDetector(DefaultConfig())
 	w := newWalk(3, "KO", 70)
 	w.volBps = 0
-	out := feed(d, w, 500, func(i int, t *market.Tick) { t.Price, t.Bid, t.Ask = 70, 70, 70.01 })
-	out = feed(d, w, 1, func(i int, t *market.Tick) { t.Price, t.Bid, t.Ask = 70.2, 70.19, 70.2 }) // +29 bp
+	feed(d, w, 500, func(i int, t *market.Tick) { t.Price, t.Bid, t.Ask = 70, 70, 70.01 })
+	out := feed(d, w, 1, func(i int, t *market.Tick) { t.Price, t.Bid, t.Ask = 70.2, 70.19, 70.2 }) // +29 bp
 	if len(out) != 0 {
 		t.Fatalf("a 29 bp move on a flat stock raised %+v", out)
 	}

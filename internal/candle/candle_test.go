@@ -158,8 +158,7 @@ func TestOutOfOrderWithinLateness(t *testing.T) {
 				}
 				w.Advance(wm.Time(), emit)
 			}
-			wm.AdvanceTo(at(time.Hour))
-			w.Advance(wm.Time(), emit)
+			w.Advance(at(time.Hour), emit) // the end of the stream
 			if len(got) != len(c.want) {
 				t.Fatalf("got %d candles, want %d: %+v", len(got), len(c.want), got)
 			}
@@ -288,14 +287,9 @@ func TestLate(t *testing.T) {
 	if !wm.Time().Equal(at(8 * time.Second)) {
 		t.Fatalf("watermark %v after an older tick", wm.Time())
 	}
-	wm.AdvanceTo(at(30 * time.Second)) // idle: pushed forward
-	if !wm.Late(at(29*time.Second)) || wm.Late(at(30*time.Second)) {
-		t.Fatal("AdvanceTo boundary wrong")
-	}
-	wm.AdvanceTo(at(20 * time.Second)) // never backwards
-	wm.Observe(at(31 * time.Second))   // 31 s − 2 s is before 30 s: stays
-	if !wm.Time().Equal(at(30 * time.Second)) {
-		t.Fatalf("watermark moved back to %v", wm.Time())
+	wm.Observe(at(31 * time.Second))
+	if !wm.Time().Equal(at(29 * time.Second)) {
+		t.Fatalf("watermark %v, want 29 s", wm.Time())
 	}
 	if m, _ := wm.Max(); !m.Equal(at(31 * time.Second)) {
 		t.Fatalf("Max = %v", m)
@@ -376,7 +370,8 @@ func (p *pipeline) feed(t testing.TB, k tk) bool {
 		if c == nil {
 			t.Fatalf("%v window refused on-time tick %+v", w.Interval(), k)
 		}
-		if !c.Bucket.Equal(align(k.ts, w.Interval())) || c.Final {
+		// A sealed candle takes on-time ticks and stays final.
+		if !c.Bucket.Equal(align(k.ts, w.Interval())) {
 			t.Fatalf("tick %+v landed in %+v", k, c)
 		}
 		p.advance(t, i)
@@ -398,10 +393,18 @@ func (p *pipeline) advance(t testing.TB, i int) {
 	})
 }
 
-func (p *pipeline) idle(t testing.TB, to time.Time) {
-	p.wm.AdvanceTo(to)
+// seal seals every candle ending by to.
+func (p *pipeline) seal(to time.Time) {
 	for i := range p.ws {
-		p.advance(t, i)
+		p.ws[i].Seal(to)
+	}
+}
+
+// idle finalises every candle ending by to, as at the end of a stream.
+func (p *pipeline) idle(t testing.TB, to time.Time) {
+	for i := range p.ws {
+		w := &p.ws[i]
+		w.Advance(to, func(c Candle) { p.final[i] = append(p.final[i], c) })
 	}
 }
 

@@ -46,13 +46,6 @@ func (w *Watermark) Observe(ts time.Time) {
 	}
 }
 
-// AdvanceTo moves the watermark up to t if that is later, as the caller
-// does for a symbol that has gone idle, by its own rule in event time, so
-// that its last candles become final. Ticks before t are late from then on.
-func (w *Watermark) AdvanceTo(t time.Time) {
-	w.raise(t.UTC())
-}
-
 func (w *Watermark) raise(t time.Time) {
 	if !w.set || t.After(w.mark) {
 		w.mark, w.set = t, true

@@ -231,7 +231,7 @@ func (w *Window) Decode(b []byte) (rest []byte, err error) {
 		return nil, r.Err
 	}
 	if err := checkWindow(t.interval, t.lateness); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	switch {
 	case adv > 1:

@@ -50,8 +50,8 @@ func (s *Simulator) appendMalformed(dst []byte, y *simSym) []byte {
 		case 1:
 			return simReplaceField(dst, tick, "seq", []byte(`"n/a"`))
 		case 2:
-			v := strconv.AppendInt(append(s.valBuf[:0], '['), y.last.size, 10)
-			s.valBuf = append(v, ']')
+			s.valBuf = strconv.AppendInt(append(s.valBuf[:0], '['), y.last.size, 10)
+			s.valBuf = append(s.valBuf, ']')
 			return simReplaceField(dst, tick, "size", s.valBuf)
 		case 3:
 			v := strconv.AppendInt(s.valBuf[:0], s.tsOf(y.last.offNs).UnixMilli(), 10)

@@ -262,10 +262,7 @@ func NewReplay(r io.Reader, cfg ReplayConfig) (*Replay, error) {
 	if cfg.Interval < 0 || cfg.Interval > replayMaxInterval {
 		return nil, fmt.Errorf("replay: interval %v must be between 0 (infer it) and %v", cfg.Interval, replayMaxInterval)
 	}
-	ny, err := time.LoadLocation("America/New_York")
-	if err != nil {
-		return nil, fmt.Errorf("replay: loading session time zone: %w", err)
-	}
+	ny := market.NewYork
 	loc := cfg.Location
 	if loc == nil {
 		loc = ny
@@ -484,7 +481,7 @@ func (p *Replay) inferInterval() time.Duration {
 
 func (p *Replay) finish(err error) {
 	p.done = true
-	if err != io.EOF {
+	if !errors.Is(err, io.EOF) {
 		p.err = err
 	}
 }
@@ -494,7 +491,7 @@ func (p *Replay) finish(err error) {
 func (p *Replay) readBar() (replayBar, error) {
 	for {
 		rec, err := p.cr.Read()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return replayBar{}, io.EOF
 		}
 		var line int
@@ -771,7 +768,8 @@ func (p *Replay) plan(b replayBar, span time.Duration) {
 		}
 	}
 
-	prices := append(p.prices[:0], path[0])
+	prices := p.prices[:0]
+	prices = append(prices, path[0])
 	for j := range nseg {
 		from, to := path[j], path[j]
 		if j+1 < len(path) {

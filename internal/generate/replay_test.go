@@ -307,7 +307,7 @@ func TestReplayBadRowFixture(t *testing.T) {
 			replayBarAt(t, "2024-01-02T14:30:00Z", "2024-01-02T21:00:00Z", 187.15, 188.44, 183.89, 185.64, 82488700),
 			replayBarAt(t, "2024-01-03T14:30:00Z", "2024-01-03T21:00:00Z", 184.22, 185.88, 183.43, 184.25, 58414500),
 		}, ticks)
-		if _, ok, err2 := p.Next(); ok || err2 != err {
+		if _, ok, err2 := p.Next(); ok || !errors.Is(err2, err) {
 			t.Errorf("Next after the error = ok %v, err %v; want the same error", ok, err2)
 		}
 	})

@@ -317,11 +317,7 @@ func NewSimulator(cfg SimConfig) (*Simulator, error) {
 	if !cfg.CalmOnly {
 		s.switchAt = s.rng.ExpFloat64() * simCalmMean
 	}
-	if loc, err := time.LoadLocation("America/New_York"); err == nil {
-		s.loc = loc
-	} else {
-		s.loc = time.FixedZone("EST", -5*3600)
-	}
+	s.loc = market.NewYork
 	s.dayStart, s.dayEnd = 1, 0 // force the first profile lookup
 	s.profUntil = math.MinInt64
 
@@ -807,7 +803,8 @@ func (s *Simulator) writeTruth(t *simTick) error {
 		return nil
 	}
 	y := &s.syms[t.sym]
-	b := append(s.truthBuf[:0], `{"symbol":`...)
+	b := s.truthBuf[:0]
+	b = append(b, `{"symbol":`...)
 	b = strconv.AppendQuote(b, y.name)
 	b = append(b, `,"kind":"`...)
 	switch t.anom {

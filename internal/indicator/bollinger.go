@@ -32,13 +32,6 @@ func NewBollinger(n int, k float64) (Bollinger, error) {
 	return Bollinger{w: window{n: n}, mult: k}, nil
 }
 
-// Period returns n.
-func (b *Bollinger) Period() int { return b.w.n }
-
-// Width returns k, the number of standard deviations from the mean to
-// either band.
-func (b *Bollinger) Width() float64 { return b.mult }
-
 // Push adds the close of a final candle.
 func (b *Bollinger) Push(x float64) { b.w.push(x) }
 

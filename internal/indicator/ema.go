@@ -30,9 +30,6 @@ func newEMA(n int) EMA {
 	return EMA{n: n, alpha: 2 / float64(n+1)}
 }
 
-// Period returns n.
-func (e *EMA) Period() int { return e.n }
-
 // Push adds the close of a final candle.
 func (e *EMA) Push(x float64) {
 	if e.n == 0 {

@@ -330,14 +330,6 @@ func TestVWAP(t *testing.T) {
 		t.Fatalf("VWAP = %v %v, want 11.5", got, ok)
 	}
 	w := v
-	w.PushSum(11*200, 200)
-	if got, ok := v.PeekSum(11*200, 200); !ok || got != (1000+3600+2200)/600.0 {
-		t.Fatalf("PeekSum = %v %v", got, ok)
-	}
-	if a, _ := v.PeekSum(11*200, 200); a != must(w.Value()) {
-		t.Fatal("PeekSum differs from PushSum then Value")
-	}
-	w = v
 	w.Push(13, 50)
 	if a, _ := v.Peek(13, 50); a != must(w.Value()) {
 		t.Fatal("Peek differs from Push then Value")

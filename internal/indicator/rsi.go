@@ -35,9 +35,6 @@ func NewRSI(n int) (RSI, error) {
 	return RSI{n: n}, nil
 }
 
-// Period returns n.
-func (r *RSI) Period() int { return r.n }
-
 // next returns the count, gain and loss after pushing x, without changing r.
 // Push and Peek both go through here so that they agree bit for bit.
 func (r *RSI) next(x float64) (count int, gain, loss float64) {

@@ -21,9 +21,6 @@ func NewSMA(n int) (SMA, error) {
 	return SMA{w: window{n: n}}, nil
 }
 
-// Period returns n.
-func (s *SMA) Period() int { return s.w.n }
-
 // Push adds the close of a final candle.
 func (s *SMA) Push(x float64) { s.w.push(x) }
 

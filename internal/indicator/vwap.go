@@ -25,17 +25,6 @@ func (v *VWAP) Push(price float64, size int64) {
 	}
 }
 
-// PushSum adds an aggregate of trades, such as a final candle's Turnover
-// and Volume; adding the sums rather than VWAP·volume keeps the result what
-// pushing the trades one by one gives, up to summation order. A volume ≤ 0
-// is ignored.
-func (v *VWAP) PushSum(turnover float64, volume int64) {
-	if volume > 0 {
-		v.turnover += turnover
-		v.volume += volume
-	}
-}
-
 // Peek returns the VWAP that Push(price, size) would give, without changing
 // v.
 func (v *VWAP) Peek(price float64, size int64) (vwap float64, ok bool) {
@@ -43,16 +32,6 @@ func (v *VWAP) Peek(price float64, size int64) (vwap float64, ok bool) {
 		return v.Value()
 	}
 	return (v.turnover + price*float64(size)) / float64(v.volume+size), true
-}
-
-// PeekSum returns the VWAP that PushSum(turnover, volume) would give, such
-// as the session VWAP including the still-forming candle, without changing
-// v.
-func (v *VWAP) PeekSum(turnover float64, volume int64) (vwap float64, ok bool) {
-	if volume <= 0 {
-		return v.Value()
-	}
-	return (v.turnover + turnover) / float64(v.volume+volume), true
 }
 
 // Value returns the VWAP of the session so far.

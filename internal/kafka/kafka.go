@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/plugin/kslog"
 )
 
 // Topic names. These are part of stockpipe's contract with its users.
@@ -41,6 +42,10 @@ type Config struct {
 	ClientID string         // shown in broker logs and group descriptions
 	TLS      *tls.Config    // nil = plaintext
 	SASL     sasl.Mechanism // nil = no authentication
+	// Logger, if set, receives the client's own log — connections,
+	// rebalances, retries — through franz-go's slog plugin, at the
+	// logger's level.
+	Logger *slog.Logger
 }
 
 // Opts returns the franz-go options for cfg. Keys are partitioned with
@@ -63,6 +68,9 @@ func (c Config) Opts() []kgo.Opt {
 	}
 	if c.SASL != nil {
 		opts = append(opts, kgo.SASL(c.SASL))
+	}
+	if c.Logger != nil {
+		opts = append(opts, kgo.WithLogger(kslog.New(c.Logger.With("component", "kafka"))))
 	}
 	return opts
 }

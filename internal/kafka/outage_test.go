@@ -48,6 +48,8 @@ func TestOutageProducerBlocksThenDelivers(t *testing.T) {
 	createTopic(t, cfg, topic, 3)
 
 	logs := &logCapture{changed: make(chan struct{})}
+	// The client's own log says why the broker does not answer.
+	cfg.Logger = slog.New(logs)
 	p, err := NewProducer(cfg, topic)
 	if err != nil {
 		t.Fatal(err)
@@ -132,11 +134,14 @@ func TestOutageProducerBlocksThenDelivers(t *testing.T) {
 		t.Errorf("Send with a cancelled ctx while full: %v, want context.Canceled", err)
 	}
 
-	line := logs.await(t, "the warning that the broker is unreachable", waitFn, "Kafka broker unreachable")
-	for _, want := range []string{"brokers=" + addr, "unacknowledged=50000", "connection refused"} {
+	line := logs.await(t, "the warning that records are held back", waitFn, "Kafka is not acknowledging records")
+	for _, want := range []string{"brokers=" + addr, "unacknowledged=50000", "nothing is dropped"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("warning lacks %q: %s", want, line)
 		}
+	}
+	if line := logs.await(t, "the client's reason", waitFn, "connection refused"); !strings.Contains(line, "component=kafka") {
+		t.Errorf("the connection failure is not from the Kafka client's log: %s", line)
 	}
 	select {
 	case err := <-senderDone:
@@ -282,8 +287,26 @@ type logCapture struct {
 }
 
 func (c *logCapture) Enabled(context.Context, slog.Level) bool { return true }
-func (c *logCapture) WithAttrs([]slog.Attr) slog.Handler       { return c }
-func (c *logCapture) WithGroup(string) slog.Handler            { return c }
+func (c *logCapture) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logWith{c: c, attrs: as}
+}
+func (c *logCapture) WithGroup(string) slog.Handler { return c }
+
+// logWith is a logCapture with attributes added by Logger.With.
+type logWith struct {
+	c     *logCapture
+	attrs []slog.Attr
+}
+
+func (w *logWith) Enabled(context.Context, slog.Level) bool { return true }
+func (w *logWith) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logWith{c: w.c, attrs: append(append([]slog.Attr(nil), w.attrs...), as...)}
+}
+func (w *logWith) WithGroup(string) slog.Handler { return w }
+func (w *logWith) Handle(ctx context.Context, r slog.Record) error {
+	r.AddAttrs(w.attrs...)
+	return w.c.Handle(ctx, r)
+}
 
 func (c *logCapture) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,7 +24,6 @@ type Producer struct {
 	cl      *kgo.Client
 	topic   string
 	brokers []string
-	conn    *connWatch
 	ctx     context.Context // records live until Close, not until the caller's ctx ends
 	cancel  context.CancelFunc
 
@@ -65,7 +63,6 @@ const (
 
 // NewProducer returns a Producer for topic.
 func NewProducer(cfg Config, topic string) (*Producer, error) {
-	conn := &connWatch{}
 	cl, err := kgo.NewClient(append(cfg.Opts(),
 		// Send keeps MaxBuffered itself, where the caller's ctx can
 		// interrupt the wait; the client's own bound is only a backstop
@@ -76,13 +73,12 @@ func NewProducer(cfg Config, topic string) (*Producer, error) {
 		// lose ticks while the broker is away.
 		kgo.RecordRetries(math.MaxInt),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
-		kgo.WithHooks(conn),
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("creating Kafka producer: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Producer{cl: cl, topic: topic, brokers: cfg.Brokers, conn: conn, ctx: ctx, cancel: cancel,
+	return &Producer{cl: cl, topic: topic, brokers: cfg.Brokers, ctx: ctx, cancel: cancel,
 		stallWarn: stallWarn, stallRemind: stallRemind}, nil
 }
 
@@ -154,17 +150,12 @@ func (p *Producer) reserve(ctx context.Context) (err error) {
 	}
 }
 
-// warnStalled logs that Send is held back, saying whether the broker cannot
-// be reached at all or is only not answering.
+// warnStalled logs that Send is held back. Why the broker does not answer
+// (refused, unresolvable, timing out) is in the client's own log, which
+// Config.Logger receives.
 func (p *Producer) warnStalled(buffered int, waited time.Duration) {
-	attrs := []any{"topic", p.topic, "brokers", strings.Join(p.brokers, ","), "unacknowledged", buffered,
-		"waited", waited.Round(time.Second)}
-	if err := p.conn.lastErr(); err != "" {
-		p.logger().Warn("Kafka broker unreachable; holding records back until it answers (nothing is dropped)",
-			append(attrs, "err", err)...)
-		return
-	}
-	p.logger().Warn("Kafka is not acknowledging records; holding records back until it does (nothing is dropped)", attrs...)
+	p.logger().Warn("Kafka is not acknowledging records; holding them back until it does (nothing is dropped)",
+		"topic", p.topic, "brokers", strings.Join(p.brokers, ","), "unacknowledged", buffered, "waited", waited.Round(time.Second))
 }
 
 func (p *Producer) logger() *slog.Logger {
@@ -216,8 +207,8 @@ func (p *Producer) Flush(ctx context.Context) error {
 		if perr := p.Err(); perr != nil {
 			return perr
 		}
-		return fmt.Errorf("flushing records to %s: %d not acknowledged by the broker (%s): %w",
-			p.topic, p.Buffered(), p.conn.describe(), err)
+		return fmt.Errorf("flushing records to %s: %d not acknowledged by the broker at %s: %w",
+			p.topic, p.Buffered(), strings.Join(p.brokers, ","), err)
 	}
 	return p.Err()
 }
@@ -226,36 +217,4 @@ func (p *Producer) Flush(ctx context.Context) error {
 func (p *Producer) Close() {
 	p.cancel()
 	p.cl.Close()
-}
-
-// connWatch remembers whether the last attempt to connect to a broker
-// failed, to tell an unreachable broker from a slow one.
-type connWatch struct {
-	mu  sync.Mutex
-	err string // the last connection failure; "" after a success
-}
-
-var _ kgo.HookBrokerConnect = (*connWatch)(nil)
-
-func (w *connWatch) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err != nil {
-		w.err = fmt.Sprintf("%s: %v", net.JoinHostPort(meta.Host, fmt.Sprint(meta.Port)), err)
-	} else {
-		w.err = ""
-	}
-}
-
-func (w *connWatch) lastErr() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.err
-}
-
-func (w *connWatch) describe() string {
-	if err := w.lastErr(); err != "" {
-		return "unreachable: " + err
-	}
-	return "connected, but not acknowledging"
 }

@@ -27,10 +27,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/market"
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/pgembed"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/stream"
@@ -258,7 +258,7 @@ func openDB(ctx context.Context, url string, log *slog.Logger) (*pgxpool.Pool, e
 		pool.Close()
 		return nil, err
 	}
-	if err := orchestrate.Migrate(octx, pool); err != nil {
+	if err := dag.Migrate(octx, pool); err != nil {
 		pool.Close()
 		return nil, err
 	}

@@ -92,12 +92,11 @@ type decodeCase struct {
 	tick func(*Tick) // on success: edits to goodTick giving the expected tick
 }
 
-func withTS(ts time.Time) func(*Tick)  { return func(t *Tick) { t.TS = ts } }
-func withSym(s string) func(*Tick)     { return func(t *Tick) { t.Symbol = s } }
-func withPrice(f float64) func(*Tick)  { return func(t *Tick) { t.Price = f } }
-func withSeq(n int64) func(*Tick)      { return func(t *Tick) { t.Seq = n } }
-func withSize(n int64) func(*Tick)     { return func(t *Tick) { t.Size = n } }
-func withTSString(s string) decodeCase { return decodeCase{in: rec(`ts="` + s + `"`)} }
+func withTS(ts time.Time) func(*Tick) { return func(t *Tick) { t.TS = ts } }
+func withSym(s string) func(*Tick)    { return func(t *Tick) { t.Symbol = s } }
+func withPrice(f float64) func(*Tick) { return func(t *Tick) { t.Price = f } }
+func withSeq(n int64) func(*Tick)     { return func(t *Tick) { t.Seq = n } }
+func withSize(n int64) func(*Tick)    { return func(t *Tick) { t.Size = n } }
 
 var decodeCases = []decodeCase{
 	// Valid records.
@@ -367,7 +366,8 @@ func TestDecode(t *testing.T) {
 				t.Fatalf("Decode(%.200q) = %v, want reason %q", c.in, err, c.want)
 			}
 			if err != nil {
-				if err.Error() == "" || err.(*Rejection).Detail == "" {
+				var rj *Rejection
+				if err.Error() == "" || !errors.As(err, &rj) || rj.Detail == "" {
 					t.Errorf("rejection %#v has no detail", err)
 				}
 				return

@@ -24,7 +24,7 @@ func FuzzRules(f *testing.F) {
 	f.Add("X", good.Unix(), int64(0), int64(7), 1e9+1, int64(1e12+1), 2.0, 1.0, now.Unix(), int64(0))
 	f.Add("X", int64(86399), int64(999999999), int64(7), 1.0, int64(1), 1.0, 1.0, now.Unix(), int64(time.Minute))
 	f.Add("X", now.Unix()+61, int64(0), int64(7), 1.0, int64(1), math.Inf(1), math.Inf(-1), now.Unix(), int64(time.Minute))
-	f.Add("X", int64(-62135596800), int64(0), int64(-1), -0.0, int64(-5), 5e-324, 5e-324, int64(253402300799), int64(math.MaxInt64))
+	f.Add("X", int64(-62135596800), int64(0), int64(-1), math.Copysign(0, -1), int64(-5), 5e-324, 5e-324, int64(253402300799), int64(math.MaxInt64))
 
 	f.Fuzz(func(t *testing.T, sym string, sec, nsec, seq int64, price float64, size int64, bid, ask float64, nowSec, maxFuture int64) {
 		rules := DefaultRules()

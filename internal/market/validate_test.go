@@ -1,6 +1,7 @@
 package market
 
 import (
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -88,7 +89,8 @@ func TestRulesCheck(t *testing.T) {
 				t.Fatalf("Check(%+v) = %v, want reason %q", tk, err, c.want)
 			}
 			if err != nil {
-				if d := err.(*Rejection).Detail; d == "" || !strings.Contains(err.Error(), d) {
+				var rj *Rejection
+				if !errors.As(err, &rj) || rj.Detail == "" || !strings.Contains(err.Error(), rj.Detail) {
 					t.Errorf("rejection %q has no detail", err)
 				}
 			}

@@ -412,7 +412,7 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 			return fmt.Errorf("connect to PostgreSQL in %s: server is not running: %w%s", c.dir, err, c.logTail(0))
 		}
 		if perr := pause(ctx); perr != nil {
-			return fmt.Errorf("connect to PostgreSQL on port %d: %w (last error: %v)", c.port.Load(), perr, err)
+			return fmt.Errorf("connect to PostgreSQL on port %d: %w (last error: %w)", c.port.Load(), perr, err)
 		}
 	}
 }

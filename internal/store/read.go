@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/stockpipe/stockpipe/internal/anomaly"
+	"github.com/stockpipe/stockpipe/internal/market"
 )
 
 // ErrUnknownSymbol is returned by reads about a symbol the stream has never
@@ -115,12 +116,12 @@ func (r *Reader) Quotes(ctx context.Context, sym string) ([]Quote, error) {
 			WHERE symbol = s.symbol AND interval = '1m' ORDER BY bucket DESC LIMIT 1) l
 		CROSS JOIN LATERAL (SELECT (array_agg(open ORDER BY bucket))[1] AS open, sum(volume)::bigint AS volume FROM candles
 			WHERE symbol = s.symbol AND interval = '1m'
-			  AND bucket >= (date_trunc('day', l.bucket AT TIME ZONE 'America/New_York') AT TIME ZONE 'America/New_York')) d
+			  AND bucket >= (date_trunc('day', l.bucket AT TIME ZONE $2) AT TIME ZONE $2)) d
 		CROSS JOIN LATERAL (SELECT array_agg(close ORDER BY bucket) AS closes FROM (
 			SELECT bucket, close FROM candles WHERE symbol = s.symbol AND interval = '1m'
 			ORDER BY bucket DESC LIMIT 60) x) sp
 		WHERE $1::text IS NULL OR s.symbol = $1
-		ORDER BY s.symbol`, symArg)
+		ORDER BY s.symbol`, symArg, market.ExchangeZone)
 	if err != nil {
 		return nil, fmt.Errorf("reading quotes: %w", err)
 	}

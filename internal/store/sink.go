@@ -211,34 +211,59 @@ func (s *Sink) commit(ctx context.Context, b *Batch, copyTicks bool) (CommitResu
 		if o.State != nil {
 			state = o.State
 		}
+		var q *pgx.QueuedQuery
 		if o.Expected < 0 {
-			pb.Queue(`INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, state, state_offset)
+			q = pb.Queue(`INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, state, state_offset)
 				VALUES ($1, $2, $3, $4, $5, CASE WHEN $5::bytea IS NULL THEN NULL ELSE $6::bigint END) ON CONFLICT DO NOTHING`,
 				b.Group, b.Topic, o.Partition, o.Next, state, o.StateOffset)
 		} else {
-			pb.Queue(`UPDATE consumer_offsets SET next_offset = $4, updated_at = now(),
+			q = pb.Queue(`UPDATE consumer_offsets SET next_offset = $4, updated_at = now(),
 					state = coalesce($5::bytea, state),
 					state_offset = CASE WHEN $5::bytea IS NULL THEN coalesce(state_offset, next_offset) ELSE $7::bigint END
 				WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $6`,
 				b.Group, b.Topic, o.Partition, o.Next, state, o.Expected, o.StateOffset)
 		}
+		onResult(q, func(tag pgconn.CommandTag, err error) error {
+			if err != nil {
+				return fmt.Errorf("storing offset of partition %d: %w", o.Partition, err)
+			}
+			// No row: the stored offset is not the one expected (or, for
+			// a first commit, a row exists already), so another consumer
+			// has committed the partition since.
+			if tag.RowsAffected() != 1 {
+				return fmt.Errorf("partition %d expected at offset %d: %w", o.Partition, o.Expected, ErrFenced)
+			}
+			return nil
+		})
 	}
-	insertTicks := len(b.Ticks) > 0 && !copyTicks
-	if insertTicks {
+	if len(b.Ticks) > 0 && !copyTicks {
 		c := b.cols.fill(b.Ticks)
-		pb.Queue(insertTicksSQL,
-			c.symbol, c.seq, c.ts, c.price, c.size, c.bid, c.ask, c.partition, c.offset)
+		onResult(pb.Queue(insertTicksSQL, c.symbol, c.seq, c.ts, c.price, c.size, c.bid, c.ask, c.partition, c.offset),
+			func(tag pgconn.CommandTag, err error) error {
+				if err != nil {
+					return fmt.Errorf("inserting %d ticks: %w", len(b.Ticks), refused("ticks", err))
+				}
+				res.Inserted = tag.RowsAffected()
+				res.Duplicates = int64(len(b.Ticks)) - res.Inserted
+				return nil
+			})
 	}
 	if len(b.Rejected) > 0 {
 		r := b.rej.fill(b.Rejected)
-		pb.Queue(`INSERT INTO rejected_ticks (topic, partition, "offset", reason, detail, key, raw)
+		onResult(pb.Queue(`INSERT INTO rejected_ticks (topic, partition, "offset", reason, detail, key, raw)
 			SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::bytea[])
 			ON CONFLICT (topic, partition, "offset") DO NOTHING`,
-			r.topic, r.partition, r.offset, r.reason, r.detail, r.key, r.raw)
+			r.topic, r.partition, r.offset, r.reason, r.detail, r.key, r.raw),
+			func(_ pgconn.CommandTag, err error) error {
+				if err != nil {
+					return fmt.Errorf("inserting %d rejected records: %w", len(b.Rejected), refused("rejected_ticks", err))
+				}
+				return nil
+			})
 	}
 	if len(b.Candles) > 0 {
 		c := b.cnd.fill(b.Candles)
-		pb.Queue(`INSERT INTO candles (symbol, interval, bucket, open, high, low, close, volume, vwap, trades,
+		onResult(pb.Queue(`INSERT INTO candles (symbol, interval, bucket, open, high, low, close, volume, vwap, trades,
 				sma_5, sma_20, ema_12, ema_26, bb_upper, bb_lower, rsi_14, final)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::float8[], $6::float8[],
 			                     $7::float8[], $8::bigint[], $9::float8[], $10::bigint[], $11::float8[], $12::float8[],
@@ -250,25 +275,49 @@ func (s *Sink) commit(ctx context.Context, b *Batch, copyTicks bool) (CommitResu
 				bb_upper = excluded.bb_upper, bb_lower = excluded.bb_lower, rsi_14 = excluded.rsi_14,
 				final = excluded.final, updated_at = now()`,
 			c.symbol, c.interval, c.bucket, c.open, c.high, c.low, c.close, c.volume, c.vwap, c.trades,
-			c.sma5, c.sma20, c.ema12, c.ema26, c.bbUpper, c.bbLower, c.rsi14, c.final)
+			c.sma5, c.sma20, c.ema12, c.ema26, c.bbUpper, c.bbLower, c.rsi14, c.final),
+			func(_ pgconn.CommandTag, err error) error {
+				if err != nil {
+					return fmt.Errorf("upserting %d candles: %w", len(b.Candles), refused("candles", err))
+				}
+				return nil
+			})
 	}
 	if len(b.Anomalies) > 0 {
 		a := b.anm.fill(b.Anomalies)
-		pb.Queue(`INSERT INTO anomalies (symbol, ts, kind, severity, value, threshold, detail)
+		onResult(pb.Queue(`INSERT INTO anomalies (symbol, ts, kind, severity, value, threshold, detail)
 			SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[])
 			ON CONFLICT (symbol, ts, kind) DO NOTHING`,
-			a.symbol, a.ts, a.kind, a.severity, a.value, a.threshold, a.detail)
+			a.symbol, a.ts, a.kind, a.severity, a.value, a.threshold, a.detail),
+			func(tag pgconn.CommandTag, err error) error {
+				if err != nil {
+					return fmt.Errorf("inserting %d anomalies: %w", len(b.Anomalies), refused("anomalies", err))
+				}
+				res.Anomalies = tag.RowsAffected()
+				return nil
+			})
 	}
 	if len(b.Candles) > 0 {
 		// New symbols become listable; known ones cost an index probe.
-		pb.Queue(`INSERT INTO symbols (symbol) SELECT DISTINCT unnest($1::text[]) ON CONFLICT DO NOTHING`, b.cnd.symbol)
+		onResult(pb.Queue(`INSERT INTO symbols (symbol) SELECT DISTINCT unnest($1::text[]) ON CONFLICT DO NOTHING`, b.cnd.symbol),
+			func(_ pgconn.CommandTag, err error) error {
+				if err != nil {
+					return fmt.Errorf("registering symbols: %w", err)
+				}
+				return nil
+			})
 	}
 	notes, err := payloads(b)
 	if err != nil {
 		return CommitResult{}, fmt.Errorf("encoding live updates: %w", err)
 	}
 	for _, n := range notes {
-		pb.Queue(`SELECT pg_notify($1, $2)`, Channel, n)
+		onResult(pb.Queue(`SELECT pg_notify($1, $2)`, Channel, n), func(_ pgconn.CommandTag, err error) error {
+			if err != nil {
+				return fmt.Errorf("notifying listeners: %w", err)
+			}
+			return nil
+		})
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if copyTicks && len(b.Ticks) > 0 {
@@ -282,58 +331,30 @@ func (s *Sink) commit(ctx context.Context, b *Batch, copyTicks bool) (CommitResu
 			}
 			res.Inserted = n
 		}
-		br := tx.SendBatch(ctx, pb)
-		defer br.Close()
-		for _, o := range b.Offsets {
-			tag, err := br.Exec()
-			if err != nil {
-				return fmt.Errorf("storing offset of partition %d: %w", o.Partition, err)
-			}
-			if tag.RowsAffected() != 1 {
-				return fmt.Errorf("partition %d expected at offset %d: %w", o.Partition, o.Expected, ErrFenced)
-			}
-		}
-		if insertTicks {
-			tag, err := br.Exec()
-			if err != nil {
-				return fmt.Errorf("inserting %d ticks: %w", len(b.Ticks), refused("ticks", err))
-			}
-			res.Inserted = tag.RowsAffected()
-			res.Duplicates = int64(len(b.Ticks)) - res.Inserted
-		}
-		if len(b.Rejected) > 0 {
-			if _, err := br.Exec(); err != nil {
-				return fmt.Errorf("inserting %d rejected records: %w", len(b.Rejected), refused("rejected_ticks", err))
-			}
-		}
-		if len(b.Candles) > 0 {
-			if _, err := br.Exec(); err != nil {
-				return fmt.Errorf("upserting %d candles: %w", len(b.Candles), refused("candles", err))
-			}
-		}
-		if len(b.Anomalies) > 0 {
-			tag, err := br.Exec()
-			if err != nil {
-				return fmt.Errorf("inserting %d anomalies: %w", len(b.Anomalies), refused("anomalies", err))
-			}
-			res.Anomalies = tag.RowsAffected()
-		}
-		if len(b.Candles) > 0 {
-			if _, err := br.Exec(); err != nil {
-				return fmt.Errorf("registering symbols: %w", err)
-			}
-		}
-		for range notes {
-			if _, err := br.Exec(); err != nil {
-				return fmt.Errorf("notifying listeners: %w", err)
-			}
-		}
-		return br.Close()
+		// Close reads the results in order and stops at the first
+		// statement whose handler fails; the transaction is then rolled
+		// back whole.
+		return tx.SendBatch(ctx, pb).Close()
 	})
 	if err != nil {
 		return CommitResult{}, err
 	}
 	return res, nil
+}
+
+// onResult has fn handle the outcome of the queued statement q, its command
+// tag or its error, where the statement is queued. QueuedQuery.Exec would
+// be the obvious callback, but it is called only on success: a failure
+// comes back bare from BatchResults.Close, no longer saying which
+// statement it belongs to — and whether it is the ticks that PostgreSQL
+// refused decides whether the processor isolates the rows. Query's
+// callback sees the failure too, and for a statement without rows reads
+// the same single result.
+func onResult(q *pgx.QueuedQuery, fn func(pgconn.CommandTag, error) error) {
+	q.Query(func(rows pgx.Rows) error {
+		rows.Close()
+		return fn(rows.CommandTag(), rows.Err())
+	})
 }
 
 const insertTicksSQL = `INSERT INTO ticks (symbol, seq, ts, price, size, bid, ask, kafka_partition, kafka_offset)

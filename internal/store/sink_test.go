@@ -11,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/stockpipe/stockpipe/internal/anomaly"
+	"github.com/stockpipe/stockpipe/internal/fixture"
 	"github.com/stockpipe/stockpipe/internal/market"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
 	"github.com/stockpipe/stockpipe/internal/store"
@@ -20,17 +22,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func openMigrated(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	ctx := context.Background()
-	pool, err := store.Open(ctx, pgtest.New(t), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := store.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	pool := fixture.DB(t, 4)
 	// Migrating twice is a no-op, as when several processes start at once.
-	if err := store.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
+	if err := store.Migrate(context.Background(), pool, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	return pool
@@ -226,5 +220,51 @@ func TestFindRefusedIsolatesBadRows(t *testing.T) {
 	}
 	if n := count(t, pool, `SELECT count(*) FROM ticks`); n != 0 {
 		t.Fatalf("the search stored %d rows", n)
+	}
+}
+
+// TestBatchedStatementErrorsNameTheirTable: a batch small enough to skip
+// COPY sends every statement in one pipelined round trip; a refusal must
+// still come back as a RefusedError naming the table whose rows were
+// refused (the processor isolates ticks only), and leave nothing stored.
+func TestBatchedStatementErrorsNameTheirTable(t *testing.T) {
+	pool := openMigrated(t)
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `ALTER TABLE rejected_ticks ADD CONSTRAINT no_refuse_me CHECK (detail <> 'refuse me')`); err != nil {
+		t.Fatal(err)
+	}
+	sink := store.NewSink(pool)
+	good := func() *store.Batch {
+		return &store.Batch{Group: "g", Topic: "ticks",
+			Ticks:    []store.TickRow{tick("AAPL", 1), tick("AAPL", 2)},
+			Rejected: []store.Rejected{{Topic: "ticks", Partition: 0, Offset: 2, Reason: market.ReasonMalformedJSON, Detail: "fine"}},
+			Anomalies: []anomaly.Anomaly{{Symbol: "AAPL", TS: time.Date(2026, 11, 2, 14, 30, 0, 0, time.UTC),
+				Kind: anomaly.KindPriceJump, Severity: anomaly.SeverityHigh, Value: 9, Threshold: 6, Detail: "jumped"}},
+			Offsets: []store.PartitionCommit{{Partition: 0, Expected: -1, Next: 3}}}
+	}
+	for table, spoil := range map[string]func(*store.Batch){
+		"ticks":          func(b *store.Batch) { b.Ticks[1].Bid, b.Ticks[1].Ask = 101, 100 },
+		"rejected_ticks": func(b *store.Batch) { b.Rejected[0].Detail = "refuse me" },
+		"anomalies":      func(b *store.Batch) { b.Anomalies[0].Severity = "dreadful" },
+	} {
+		b := good()
+		spoil(b)
+		_, err := sink.Commit(ctx, b)
+		var refused *store.RefusedError
+		if !errors.As(err, &refused) || refused.Table != table {
+			t.Errorf("%s refused: err = %v, want a RefusedError for %s", table, err, table)
+		}
+	}
+	for _, table := range []string{"ticks", "rejected_ticks", "anomalies", "consumer_offsets"} {
+		if n := count(t, pool, `SELECT count(*) FROM `+table); n != 0 {
+			t.Errorf("refused batches left %d rows in %s", n, table)
+		}
+	}
+	res, err := sink.Commit(ctx, good())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Inserted != 2 || res.Duplicates != 0 || res.Anomalies != 1 {
+		t.Fatalf("commit result %+v, want 2 ticks and 1 anomaly", res)
 	}
 }

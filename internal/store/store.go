@@ -18,6 +18,14 @@ import (
 	"github.com/pressly/goose/v3/lock"
 )
 
+// migrations are the schema's. 00004, 00007 and 00008 created the
+// scheduler's history (dag_runs, task_runs), which internal/dag owns now:
+// its own migrations adopt those tables. The files stay, unchanged: on a
+// fresh database they still create the tables (stockpipe migrates store
+// first; the engine's migration then finds them done), and every database
+// keeps the history goose expects, so that an older binary run against a
+// newer database finds nothing missing.
+//
 //go:embed migrations/*.sql
 var migrations embed.FS
 
@@ -30,7 +38,7 @@ func CheckURL(raw string) error {
 	if strings.Contains(raw, "://") {
 		u, err := url.Parse(raw)
 		if err != nil {
-			return fmt.Errorf("database URL is not a URL (%v); expected postgres://user:password@host:5432/dbname", err)
+			return fmt.Errorf("database URL is not a URL (%w); expected postgres://user:password@host:5432/dbname", err)
 		}
 		if u.Scheme != "postgres" && u.Scheme != "postgresql" {
 			return fmt.Errorf("database URL scheme %q is not postgres:// or postgresql://", u.Scheme)

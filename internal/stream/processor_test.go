@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/stockpipe/stockpipe/internal/fixture"
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
@@ -32,46 +33,15 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	b, err := kafka.StartBroker("127.0.0.1:0", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	kcfg := kafka.Config{Brokers: b.Addrs()}
+	_, kcfg := fixture.Broker(t, "", 6)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cl, err := kgo.NewClient(kcfg.Opts()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx := context.Background()
-	if err := kafka.EnsureTopics(ctx, cl, log, kafka.Topics(6)); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := store.Open(ctx, pgtest.New(t), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, kcfg: kcfg, pool: pool, log: log}
+	return &env{t: t, kcfg: kcfg, pool: fixture.DB(t, 8), log: log}
 }
 
 // withNewDatabase returns an env on the same broker with a fresh database.
 func (e *env) withNewDatabase() *env {
 	e.t.Helper()
-	ctx := context.Background()
-	pool, err := store.Open(ctx, pgtest.New(e.t), 8)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(pool.Close)
-	if err := store.Migrate(ctx, pool, e.log); err != nil {
-		e.t.Fatal(err)
-	}
-	return &env{t: e.t, kcfg: e.kcfg, pool: pool, log: e.log}
+	return &env{t: e.t, kcfg: e.kcfg, pool: fixture.DB(e.t, 8), log: e.log}
 }
 
 // simStart is a fixed simulated start in the past, so no tick is ever in the

@@ -23,8 +23,8 @@ import (
 
 	"github.com/stockpipe/stockpipe/internal/analytics"
 	"github.com/stockpipe/stockpipe/internal/candle"
+	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/market"
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
 	"github.com/stockpipe/stockpipe/internal/web"
@@ -127,14 +127,11 @@ func newAbuseEnv(t *testing.T, timeouts web.Timeouts) *abuseEnv {
 	t.Helper()
 	f := newFixture(t)
 	ctx := context.Background()
-	if err := orchestrate.Migrate(ctx, f.pool); err != nil {
-		t.Fatal(err)
-	}
 	log := slog.New(slog.DiscardHandler)
-	dags := []orchestrate.DAG{{Name: "demo", Schedule: "30 16 * * 1-5", Tasks: []orchestrate.Task{
-		{Name: "only", Run: func(context.Context, *orchestrate.TaskContext) error { return nil }},
+	dags := []dag.DAG{{Name: "demo", Schedule: "30 16 * * 1-5", Tasks: []dag.Task{
+		{Name: "only", Run: func(context.Context, *dag.TaskContext) error { return nil }},
 	}}}
-	sched, err := orchestrate.NewClient(orchestrate.Config{Pool: f.pool, DAGs: dags, Logger: log})
+	sched, err := dag.NewClient(dag.Config{Pool: f.pool, DAGs: dags, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

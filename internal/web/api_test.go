@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/stockpipe/stockpipe/internal/analytics"
 	"github.com/stockpipe/stockpipe/internal/candle"
+	fx "github.com/stockpipe/stockpipe/internal/fixture"
 	"github.com/stockpipe/stockpipe/internal/indicator"
 	"github.com/stockpipe/stockpipe/internal/market"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
@@ -29,6 +29,8 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // day is a Monday; 14:30 UTC is 09:30 in New York.
 var day = time.Date(2026, 11, 2, 14, 30, 0, 0, time.UTC)
 
+// fixture is the API serving known rows. (This package's tests import
+// internal/fixture as fx: this type has its name.)
 type fixture struct {
 	pool *pgxpool.Pool
 	sink *store.Sink
@@ -48,14 +50,7 @@ func newFixture(t *testing.T) *fixture {
 func newFixtureWith(t *testing.T, configure func(*web.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := store.Open(ctx, pgtest.New(t), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := store.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
+	pool := fx.DB(t, 8)
 	f := &fixture{pool: pool, sink: store.NewSink(pool)}
 	b := &store.Batch{Group: "g", Topic: "ticks"}
 	seq := int64(0)
@@ -79,7 +74,7 @@ func newFixtureWith(t *testing.T, configure func(*web.Config)) *fixture {
 	}
 	b.Offsets = []store.PartitionCommit{{Partition: 0, Expected: -1, Next: seq}}
 	f.commit(t, b)
-	_, err = pool.Exec(ctx, `INSERT INTO anomalies (symbol, ts, kind, severity, value, threshold, detail)
+	_, err := pool.Exec(ctx, `INSERT INTO anomalies (symbol, ts, kind, severity, value, threshold, detail)
 		VALUES ('AAPL', $1, 'price_jump', 'high', 12.5, 6, 'AAPL rose 1.5% in 10s')`, day.Add(70*time.Second))
 	if err != nil {
 		t.Fatal(err)

@@ -17,10 +17,10 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	fx "github.com/stockpipe/stockpipe/internal/fixture"
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/market"
-	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/stream"
 	"github.com/stockpipe/stockpipe/internal/web"
@@ -41,28 +41,8 @@ func startPipeline(t *testing.T) *pipeline {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	dataDir := t.TempDir()
-	b, err := kafka.StartBroker("127.0.0.1:0", dataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	kcfg := kafka.Config{Brokers: b.Addrs()}
-	cl, err := kgo.NewClient(kcfg.Opts()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := kafka.EnsureTopics(ctx, cl, log, kafka.Topics(3)); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := store.Open(ctx, pgtest.New(t), 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		t.Fatal(err)
-	}
+	_, kcfg := fx.Broker(t, dataDir, 3)
+	pool := fx.DB(t, 16)
 	// Stop the processor and the live stream before the database goes.
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	proc, err := stream.New(stream.Config{Kafka: kcfg, Logger: log}, store.NewSink(pool))

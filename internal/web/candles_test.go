@@ -17,7 +17,8 @@ import (
 
 	"github.com/stockpipe/stockpipe/internal/analytics"
 	"github.com/stockpipe/stockpipe/internal/candle"
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
+	"github.com/stockpipe/stockpipe/internal/dag"
+	"github.com/stockpipe/stockpipe/internal/job"
 	"github.com/stockpipe/stockpipe/internal/store"
 )
 
@@ -68,26 +69,30 @@ func (f *fixture) awaitCandles(t *testing.T, what, path string, ok func([]store.
 
 // runTask runs one task of a shipped DAG as the scheduler would, with
 // the clock at now (which decides whether a session is over).
-func runTask(t *testing.T, f *fixture, dag, task string, logical, now time.Time, params map[string]string) {
+func runTask(t *testing.T, f *fixture, name, task string, logical, now time.Time, params map[string]string) {
 	t.Helper()
-	for _, d := range orchestrate.Shipped(orchestrate.Deps{Pool: f.pool, Now: func() time.Time { return now }}) {
-		if d.Name != dag {
+	for _, d := range job.Shipped(job.Deps{Pool: f.pool, Now: func() time.Time { return now }}) {
+		if d.Name != name {
 			continue
+		}
+		typed, err := d.ParseParams(params)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
 		}
 		for _, tk := range d.Tasks {
 			if tk.Name != task {
 				continue
 			}
-			tc := &orchestrate.TaskContext{DAG: dag, RunID: 1, LogicalDate: logical, Params: params, Pool: f.pool}
+			tc := &dag.TaskContext{DAG: name, RunID: 1, LogicalDate: logical, Params: typed, Pool: f.pool}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			if err := tk.Run(ctx, tc); err != nil {
-				t.Fatalf("%s.%s: %v", dag, task, err)
+				t.Fatalf("%s.%s: %v", name, task, err)
 			}
 			return
 		}
 	}
-	t.Fatalf("no task %s.%s", dag, task)
+	t.Fatalf("no task %s.%s", name, task)
 }
 
 // TestCandlesCacheSeesMarketClose: the JSON answer for 1d is cached while
@@ -116,7 +121,7 @@ func TestCandlesCacheSeesMarketClose(t *testing.T) {
 	}
 
 	date := time.Date(2026, 11, 2, 0, 0, 0, 0, newYork)
-	runTask(t, f, orchestrate.DAGMarketClose, "daily_candles", date, date.Add(20*time.Hour), nil)
+	runTask(t, f, job.DAGMarketClose, "daily_candles", date, date.Add(20*time.Hour), nil)
 
 	got := f.awaitCandles(t, "the day's candle", path, func(c []store.Candle) bool { return len(c) > 0 })
 	// The fixture's three minutes: 100 … 100.25, 1,000 shares.
@@ -163,7 +168,7 @@ func TestCandlesCacheSeesBackfill(t *testing.T) {
 	}
 
 	date := time.Date(2026, 11, 2, 0, 0, 0, 0, newYork)
-	runTask(t, f, orchestrate.DAGBackfill, "recompute", date, time.Now(),
+	runTask(t, f, job.DAGBackfill, "recompute", date, time.Now(),
 		map[string]string{"symbol": "AAPL", "from": "2026-11-02", "to": "2026-11-02"})
 
 	got := f.awaitCandles(t, "the rebuilt minute", path1m, func(c []store.Candle) bool { return len(c) != 2 })

@@ -18,9 +18,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
-	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
-	"github.com/stockpipe/stockpipe/internal/store"
+	"github.com/stockpipe/stockpipe/internal/dag"
+	fx "github.com/stockpipe/stockpipe/internal/fixture"
+	"github.com/stockpipe/stockpipe/internal/job"
 	"github.com/stockpipe/stockpipe/internal/web"
 )
 
@@ -39,18 +39,8 @@ type guardEnv struct {
 func newGuardEnv(t *testing.T, mod func(*web.Config)) *guardEnv {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := store.Open(ctx, pgtest.New(t), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := fx.DB(t, 4)
 	log := slog.New(slog.DiscardHandler)
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		t.Fatal(err)
-	}
-	if err := orchestrate.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
 	tmp := t.TempDir()
 	e := &guardEnv{pool: pool, replay: filepath.Join(tmp, "replay"), secret: filepath.Join(tmp, "outside", "secret.csv")}
 	for _, d := range []string{e.replay, filepath.Dir(e.secret)} {
@@ -69,8 +59,8 @@ func newGuardEnv(t *testing.T, mod func(*web.Config)) *guardEnv {
 		t.Fatal(err)
 	}
 	e.watch = watchOpens(t, e.secret)
-	client, err := orchestrate.NewClient(orchestrate.Config{Pool: pool, Logger: log,
-		DAGs: orchestrate.Shipped(orchestrate.Deps{Pool: pool, ReplayDir: e.replay})})
+	client, err := dag.NewClient(dag.Config{Pool: pool, Logger: log,
+		DAGs: job.Shipped(job.Deps{Pool: pool, ReplayDir: e.replay})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,13 +156,19 @@ func TestCrossSiteRequestsRefused(t *testing.T) {
 		t.Fatalf("%d runs created by refused requests", n)
 	}
 	// The server's own page (what the /dags button sends) and a client
-	// with no Origin (curl, scripts) are let through.
+	// with no Origin (curl, scripts) are let through. (The backfill's
+	// symbol is required: without one the trigger is refused, 400, before
+	// any run exists.)
 	for _, route := range routes {
+		params := ""
+		if route == "/api/dags/backfill/trigger" {
+			params = `,"params":{"symbol":"AAPL"}`
+		}
 		own := map[string]string{"Content-Type": "application/json", "Origin": self, "Sec-Fetch-Site": "same-origin"}
-		if code, body := e.do(t, http.MethodPost, route, `{"date":"2026-11-02"}`, own); code != http.StatusAccepted {
+		if code, body := e.do(t, http.MethodPost, route, `{"date":"2026-11-02"`+params+`}`, own); code != http.StatusAccepted {
 			t.Errorf("same-origin trigger of %s: %d %s", route, code, body)
 		}
-		if code, body := e.do(t, http.MethodPost, route, `{"date":"2026-11-03"}`, map[string]string{"Content-Type": "application/json"}); code != http.StatusAccepted {
+		if code, body := e.do(t, http.MethodPost, route, `{"date":"2026-11-03"`+params+`}`, map[string]string{"Content-Type": "application/json"}); code != http.StatusAccepted {
 			t.Errorf("trigger of %s without Origin: %d %s", route, code, body)
 		}
 	}

@@ -5,16 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
+	"github.com/stockpipe/stockpipe/internal/dag"
+	"github.com/stockpipe/stockpipe/internal/job"
 )
 
 // runJSON is a DAG run as the API shows it.
@@ -36,12 +34,13 @@ type runJSON struct {
 	Finished    *time.Time        `json:"finished"`
 }
 
-func toRunJSON(r orchestrate.Run) runJSON {
+// toRunJSON is r as the API shows it.
+func toRunJSON(r dag.Run) runJSON {
 	given := r.Given
 	if given == nil {
 		given = map[string]string{}
 	}
-	return runJSON{ID: r.ID, DAG: r.DAG, LogicalDate: r.LogicalDate.UTC(), State: r.State, Kind: r.Kind,
+	return runJSON{ID: r.ID, DAG: r.DAG, LogicalDate: r.LogicalDate.UTC(), State: string(r.State), Kind: string(r.Kind),
 		Params: r.Params, GivenParams: given, ParamsNode: r.ParamsNode, Started: r.Started, Finished: r.Finished}
 }
 
@@ -85,7 +84,8 @@ type checkJSON struct {
 	Detail    string  `json:"detail"`
 }
 
-func toChecksJSON(checks []orchestrate.CheckResult) []checkJSON {
+// toChecksJSON is checks as the API shows them; nil stays nil.
+func toChecksJSON(checks []dag.CheckResult) []checkJSON {
 	if checks == nil {
 		return nil
 	}
@@ -93,7 +93,7 @@ func toChecksJSON(checks []orchestrate.CheckResult) []checkJSON {
 	for i, c := range checks {
 		op := c.Op
 		if op == "" {
-			op = orchestrate.AtMost
+			op = dag.AtMost
 		}
 		out[i] = checkJSON{Name: c.Name, Passed: c.Passed, Skipped: c.Skipped, Value: c.Value, Threshold: c.Threshold,
 			Unit: c.Unit, Op: op, Measured: c.FormatValue(c.Value), Limit: c.Limit(), Detail: c.Detail}
@@ -101,20 +101,23 @@ func toChecksJSON(checks []orchestrate.CheckResult) []checkJSON {
 	return out
 }
 
-func (s *Server) scheduler(w http.ResponseWriter) *orchestrate.Scheduler {
+// scheduler is the server's scheduler, or nil after answering 503 when it
+// has none.
+func (s *Server) scheduler(w http.ResponseWriter) *dag.Scheduler {
 	if s.cfg.Scheduler == nil {
 		writeError(w, http.StatusServiceUnavailable, "this server has no scheduler configured")
 	}
 	return s.cfg.Scheduler
 }
 
-func (s *Server) dag(name string) (orchestrate.DAG, bool) {
+// dag returns the scheduler's DAG named name.
+func (s *Server) dag(name string) (dag.DAG, bool) {
 	for _, d := range s.cfg.Scheduler.DAGs() {
 		if d.Name == name {
 			return d, true
 		}
 	}
-	return orchestrate.DAG{}, false
+	return dag.DAG{}, false
 }
 
 func (s *Server) apiDAGs(w http.ResponseWriter, r *http.Request) {
@@ -126,24 +129,37 @@ func (s *Server) apiDAGs(w http.ResponseWriter, r *http.Request) {
 		Name string   `json:"name"`
 		Deps []string `json:"deps"`
 	}
+	// paramDef is a parameter's declaration: its type with its bounds, as
+	// in "integer ≥ 0", its default ("" for none) and what it does.
+	type paramDef struct {
+		Name     string `json:"name"`
+		Type     string `json:"type"`
+		Default  string `json:"default"`
+		Required bool   `json:"required"`
+		Doc      string `json:"doc"`
+	}
 	type dagJSON struct {
-		Name        string            `json:"name"`
-		Description string            `json:"description"`
-		Schedule    string            `json:"schedule"`
-		TimeZone    string            `json:"timezone"`
-		NextRun     *time.Time        `json:"next_run"`
-		Params      map[string]string `json:"params"`
-		Tasks       []taskDef         `json:"tasks"`
-		Recent      []runJSON         `json:"recent"`
+		Name        string     `json:"name"`
+		Description string     `json:"description"`
+		Schedule    string     `json:"schedule"`
+		TimeZone    string     `json:"timezone"`
+		NextRun     *time.Time `json:"next_run"`
+		// Params are the parameters' defaults by name, as this server has
+		// them; ParamDefs declare them, in order.
+		Params    map[string]string `json:"params"`
+		ParamDefs []paramDef        `json:"param_defs"`
+		Tasks     []taskDef         `json:"tasks"`
+		Recent    []runJSON         `json:"recent"`
 	}
 	out := []dagJSON{}
 	for _, d := range sch.DAGs() {
-		j := dagJSON{Name: d.Name, Description: d.Description, Schedule: d.Schedule, TimeZone: "UTC", Params: d.Params, Tasks: []taskDef{}, Recent: []runJSON{}}
+		j := dagJSON{Name: d.Name, Description: d.Description, Schedule: d.Schedule, TimeZone: "UTC", Params: d.Defaults(),
+			ParamDefs: []paramDef{}, Tasks: []taskDef{}, Recent: []runJSON{}}
 		if d.Location != nil {
 			j.TimeZone = d.Location.String()
 		}
-		if j.Params == nil {
-			j.Params = map[string]string{}
+		for _, p := range d.Params {
+			j.ParamDefs = append(j.ParamDefs, paramDef{Name: p.Name, Type: p.Describe(), Default: p.Default, Required: p.Required, Doc: p.Doc})
 		}
 		if t, ok := sch.NextRun(d.Name, time.Now()); ok {
 			t = t.UTC()
@@ -210,7 +226,7 @@ func (s *Server) apiDAGRun(w http.ResponseWriter, r *http.Request) {
 	}
 	run, tasks, err := sch.Run(r.Context(), id)
 	if err != nil {
-		if errors.Is(err, orchestrate.ErrRunNotFound) {
+		if errors.Is(err, dag.ErrRunNotFound) {
 			writeError(w, http.StatusNotFound, "no run "+strconv.FormatInt(id, 10))
 			return
 		}
@@ -229,9 +245,9 @@ func (s *Server) apiDAGRun(w http.ResponseWriter, r *http.Request) {
 		if d == nil {
 			d = []string{}
 		}
-		tj := taskJSON{Task: t.Task, Deps: d, State: t.State, Attempts: t.Attempts, Started: t.Started,
+		tj := taskJSON{Task: t.Task, Deps: d, State: string(t.State), Attempts: t.Attempts, Started: t.Started,
 			Finished: t.Finished, DurationMs: t.Duration.Milliseconds(), Error: t.Error, Log: t.Log, Checks: toChecksJSON(t.Checks),
-			Node: t.Node, Heartbeat: t.Heartbeat, HeartbeatTimeoutMs: orchestrate.DefaultHeartbeatTimeout.Milliseconds()}
+			Node: t.Node, Heartbeat: t.Heartbeat, HeartbeatTimeoutMs: dag.DefaultHeartbeatTimeout.Milliseconds()}
 		if t.Heartbeat != nil {
 			age := t.HeartbeatAge.Milliseconds()
 			tj.HeartbeatAgeMs = &age
@@ -281,6 +297,12 @@ func (s *Server) apiTrigger(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := sch.Trigger(r.Context(), name, logical, body.Params)
+	var bad *dag.ParamError
+	if errors.As(err, &bad) {
+		// Checked above already; the scheduler's DAG is the authority.
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -307,9 +329,9 @@ func (s *Server) watchRuns(ctx context.Context) {
 		// Read straight from the scheduler's history table: the
 		// scheduler's own listing is by logical date, not by change.
 		rows, err := s.cfg.Pool.Query(ctx, `SELECT id FROM dag_runs
-			WHERE state IN ('queued', 'running') OR created_at > now() - interval '10 minutes'
+			WHERE state IN ($1, $2) OR created_at > now() - interval '10 minutes'
 			   OR finished_at > now() - interval '10 minutes'
-			ORDER BY id DESC LIMIT 200`)
+			ORDER BY id DESC LIMIT 200`, dag.RunQueued, dag.RunRunning)
 		var ids []int64
 		if err == nil {
 			ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
@@ -333,11 +355,11 @@ func (s *Server) watchRuns(ctx context.Context) {
 				key += j.Finished.String()
 			}
 			for _, tr := range tasks {
-				key += "|" + tr.Task + ":" + tr.State + ":" + strconv.Itoa(tr.Attempts) + ":" + tr.Node
+				key += "|" + tr.Task + ":" + string(tr.State) + ":" + strconv.Itoa(tr.Attempts) + ":" + tr.Node
 				// A running task's page shows how recently its node
 				// reported: each heartbeat is news, and so is its absence
 				// (the page counts the age on from the last one).
-				if tr.State == orchestrate.TaskRunning && tr.Heartbeat != nil {
+				if tr.State == dag.TaskRunning && tr.Heartbeat != nil {
 					key += "@" + tr.Heartbeat.String()
 				}
 			}
@@ -380,40 +402,35 @@ func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
 // server's token: shorter would let one click delete the day's history.
 const minWebRetention = time.Hour
 
-// checkWebParams refuses, before any run exists, parameters the web may
-// not set: names the DAG does not declare, a file to replay that is not
-// below the server's replay directory (or any file, without one), and a
-// retention under minWebRetention without the token. It returns the status
-// and message to answer, or 0.
-func (s *Server) checkWebParams(r *http.Request, d orchestrate.DAG, params map[string]string) (int, string) {
-	for k := range params {
-		if _, ok := d.Params[k]; !ok {
-			names := slices.Sorted(maps.Keys(d.Params))
-			return http.StatusBadRequest, fmt.Sprintf("DAG %s has no parameter %q (it has: %s)", d.Name, k, strings.Join(names, ", "))
-		}
+// checkWebParams refuses, before any run exists, parameters the DAG cannot
+// take (an unknown name, a value not of its parameter's type or out of its
+// bounds: 400, naming the parameter), and those the web may not set: a
+// file to replay that is not below the server's replay directory (or any
+// file, without one), and a retention under minWebRetention without the
+// token. It returns the status and message to answer, or 0.
+func (s *Server) checkWebParams(r *http.Request, d dag.DAG, params map[string]string) (int, string) {
+	p, err := d.ParseParams(params)
+	if err != nil {
+		return http.StatusBadRequest, err.Error()
 	}
-	if file := strings.TrimSpace(params["file"]); file != "" {
+	if _, ok := d.Param("file"); ok && p.Given("file") {
 		if s.cfg.ReplayDir == "" {
 			return http.StatusForbidden, "a file to replay cannot be named from the web unless the server has a replay directory " +
 				"(--replay-dir DIR), and then only a file below it; from the command line: stockpipe dag trigger backfill --param file=…"
 		}
-		f, err := orchestrate.OpenReplayFile(s.cfg.ReplayDir, file)
+		f, err := job.OpenReplayFile(s.cfg.ReplayDir, p.String("file"))
 		if err != nil {
-			if errors.Is(err, orchestrate.ErrOutsideReplayDir) {
+			if errors.Is(err, job.ErrOutsideReplayDir) {
 				return http.StatusForbidden, err.Error()
 			}
 			return http.StatusBadRequest, err.Error()
 		}
 		f.Close()
 	}
-	if v := strings.TrimSpace(params["retention"]); v != "" {
-		keep, err := time.ParseDuration(v)
-		if err != nil || keep <= 0 {
-			return http.StatusBadRequest, fmt.Sprintf("parameter retention=%q is not a positive duration such as 168h", v)
-		}
-		if keep < minWebRetention && !s.hasToken(r) {
+	if dp, ok := d.Param("retention"); ok && dp.Type.String() == dag.Duration.String() && p.Given("retention") {
+		if keep := p.Duration("retention"); keep < minWebRetention && !s.hasToken(r) {
 			return http.StatusForbidden, fmt.Sprintf("a retention under %v deletes recent history: from the web it needs the server's token (--auth-token); "+
-				"from the command line: stockpipe dag trigger retention --param retention=%s", minWebRetention, v)
+				"from the command line: stockpipe dag trigger retention --param retention=%s", minWebRetention, p.String("retention"))
 		}
 	}
 	return 0, ""

@@ -17,9 +17,9 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
-	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
-	"github.com/stockpipe/stockpipe/internal/store"
+	"github.com/stockpipe/stockpipe/internal/dag"
+	fx "github.com/stockpipe/stockpipe/internal/fixture"
+	"github.com/stockpipe/stockpipe/internal/job"
 	"github.com/stockpipe/stockpipe/internal/web"
 )
 
@@ -28,42 +28,32 @@ import (
 func dagServer(t *testing.T, token string) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
 	ran := new(atomic.Int64)
-	dags := []orchestrate.DAG{{
+	dags := []dag.DAG{{
 		Name: "demo", Description: "two steps", Schedule: "30 16 * * 1-5", Location: mustLoc(t, "America/New_York"),
-		Params: map[string]string{"k": ""},
-		Tasks: []orchestrate.Task{
-			{Name: "first", Run: func(ctx context.Context, tc *orchestrate.TaskContext) error {
+		Params: []dag.Param{{Name: "k", Type: dag.Text}},
+		Tasks: []dag.Task{
+			{Name: "first", Run: func(ctx context.Context, tc *dag.TaskContext) error {
 				ran.Add(1)
 				tc.Log.Info("first ran")
 				return nil
 			}},
-			{Name: "second", Deps: []string{"first"}, Run: func(ctx context.Context, tc *orchestrate.TaskContext) error { ran.Add(1); return nil }},
+			{Name: "second", Deps: []string{"first"}, Run: func(ctx context.Context, tc *dag.TaskContext) error { ran.Add(1); return nil }},
 		},
 	}}
-	hs, _ := schedServer(t, token, func(*pgxpool.Pool) []orchestrate.DAG { return dags })
+	hs, _ := schedServer(t, token, func(*pgxpool.Pool) []dag.DAG { return dags })
 	return hs, ran
 }
 
 // schedServer starts, on a fresh database, a scheduler node running the
 // DAGs dags returns and a server whose DAG pages and API use an
 // insert-only client, as serve does.
-func schedServer(t *testing.T, token string, dagsOf func(*pgxpool.Pool) []orchestrate.DAG) (*httptest.Server, *pgxpool.Pool) {
+func schedServer(t *testing.T, token string, dagsOf func(*pgxpool.Pool) []dag.DAG) (*httptest.Server, *pgxpool.Pool) {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := store.Open(ctx, pgtest.New(t), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := fx.DB(t, 8)
 	log := slog.New(slog.DiscardHandler)
-	if err := store.Migrate(ctx, pool, log); err != nil {
-		t.Fatal(err)
-	}
-	if err := orchestrate.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
 	dags := dagsOf(pool)
-	worker, err := orchestrate.New(orchestrate.Config{Pool: pool, DAGs: dags, Logger: log, PollInterval: 50 * time.Millisecond})
+	worker, err := dag.New(dag.Config{Pool: pool, DAGs: dags, Logger: log, PollInterval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +61,7 @@ func schedServer(t *testing.T, token string, dagsOf func(*pgxpool.Pool) []orches
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = worker.Stop(context.Background()) })
-	client, err := orchestrate.NewClient(orchestrate.Config{Pool: pool, DAGs: dags, Logger: log})
+	client, err := dag.NewClient(dag.Config{Pool: pool, DAGs: dags, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,11 +211,11 @@ func TestBrowserDAGs(t *testing.T) {
 // server and the run's id.
 func failedQualityRun(t *testing.T) (*httptest.Server, int64) {
 	t.Helper()
-	hs, pool := schedServer(t, "", func(pool *pgxpool.Pool) []orchestrate.DAG {
-		for _, d := range orchestrate.Shipped(orchestrate.Deps{Pool: pool}) {
-			if d.Name == orchestrate.DAGMarketClose {
+	hs, pool := schedServer(t, "", func(pool *pgxpool.Pool) []dag.DAG {
+		for _, d := range job.Shipped(job.Deps{Pool: pool}) {
+			if d.Name == job.DAGMarketClose {
 				d.Schedule = "" // only the run the test triggers
-				return []orchestrate.DAG{d}
+				return []dag.DAG{d}
 			}
 		}
 		t.Fatal("no shipped market_close DAG")

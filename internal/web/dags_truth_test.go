@@ -12,7 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
+	"github.com/stockpipe/stockpipe/internal/dag"
+	"github.com/stockpipe/stockpipe/internal/job"
 )
 
 // apiRun is a run as /api/dags/runs/{id} shows it.
@@ -114,11 +115,11 @@ func TestDAGAPIRetriggerIsANewRun(t *testing.T) {
 // over stale ticks: the run records healthy=false, and /dags's API lists it
 // failed (the page paints failed runs red), as does the run's own page.
 func TestDAGAPIUnhealthyPipelineHealthIsFailed(t *testing.T) {
-	hs, pool := schedServer(t, "", func(p *pgxpool.Pool) []orchestrate.DAG {
-		for _, d := range orchestrate.Shipped(orchestrate.Deps{Pool: p}) {
-			if d.Name == orchestrate.DAGPipelineHealth {
+	hs, pool := schedServer(t, "", func(p *pgxpool.Pool) []dag.DAG {
+		for _, d := range job.Shipped(job.Deps{Pool: p}) {
+			if d.Name == job.DAGPipelineHealth {
 				d.Schedule = "" // only the run the test triggers
-				return []orchestrate.DAG{d}
+				return []dag.DAG{d}
 			}
 		}
 		t.Fatal("no shipped pipeline_health DAG")
@@ -130,7 +131,7 @@ func TestDAGAPIUnhealthyPipelineHealthIsFailed(t *testing.T) {
 		VALUES ('AAPL', 1, now() - interval '1 hour', 100, 10, 99, 101, 0, 0, now() - interval '1 hour')`); err != nil {
 		t.Fatal(err)
 	}
-	id := triggerRun(t, hs.URL, orchestrate.DAGPipelineHealth, `{}`)
+	id := triggerRun(t, hs.URL, job.DAGPipelineHealth, `{}`)
 	run := finishedRun(t, hs.URL, id)
 	if run.Run.State != "failed" || len(run.Tasks) != 1 || run.Tasks[0].State != "failed" ||
 		!strings.Contains(run.Tasks[0].Error, "health checks failed: tick_age") {
@@ -150,5 +151,60 @@ func TestDAGAPIUnhealthyPipelineHealthIsFailed(t *testing.T) {
 	getJSON(t, hs.URL+"/api/dags", &dags)
 	if len(dags) != 1 || len(dags[0].Recent) != 1 || dags[0].Recent[0].ID != id || dags[0].Recent[0].State != "failed" {
 		t.Errorf("/api/dags: %+v; want run %d failed", dags, id)
+	}
+}
+
+// TestDAGAPIParamsChecked triggers the shipped DAGs through the API with
+// parameters they cannot take: each is answered 400 with a message naming
+// the parameter and what a valid value is, and no run or River job exists
+// afterwards. /api/dags declares each DAG's parameters with their types.
+func TestDAGAPIParamsChecked(t *testing.T) {
+	e := newGuardEnv(t, nil)
+	for _, c := range []struct {
+		route, body, want string
+	}{
+		{"market_close", `{"params":{"max_reject_rate":"lots"}}`, `parameter max_reject_rate=\"lots\" is not a number in [0, 1] (such as 0.05)`},
+		{"market_close", `{"params":{"max_reject_rat":"0.2"}}`, `DAG market_close has no parameter \"max_reject_rat\"`},
+		{"retention", `{"params":{"batch_size":"-5"}}`, `parameter batch_size=\"-5\" is not an integer ≥ 1`},
+		{"retention", `{"params":{"retention":"banana"}}`, `parameter retention=\"banana\" is not a duration ≥ 1s`},
+		{"backfill", `{}`, `parameter symbol is required`},
+		{"backfill", `{"params":{"symbol":"AAPL","to":"2026-13-01"}}`, `parameter to=\"2026-13-01\" is not a date`},
+		{"backfill", `{"params":{"symbol":"AAPL","from":"2026-11-04","to":"2026-11-03"}}`, `parameter to=2026-11-03 is before from=2026-11-04`},
+		{"backfill", `{"params":{"symbol":"AAPL","skip_bad":"perhaps"}}`, `parameter skip_bad=\"perhaps\" is not a boolean`},
+	} {
+		code, body := e.do(t, http.MethodPost, "/api/dags/"+c.route+"/trigger", c.body, map[string]string{"Content-Type": "application/json"})
+		if code != http.StatusBadRequest || !strings.Contains(body, c.want) {
+			t.Errorf("%s %s: %d %s, want 400 with %s", c.route, c.body, code, body, c.want)
+		}
+	}
+	if n := e.runs(t); n != 0 {
+		t.Errorf("%d runs created by refused parameters", n)
+	}
+	var jobs int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM river_job`).Scan(&jobs); err != nil || jobs != 0 {
+		t.Errorf("%d River jobs after refused triggers (%v)", jobs, err)
+	}
+	var dags []struct {
+		Name      string
+		Params    map[string]string
+		ParamDefs []struct{ Name, Type, Default, Doc string } `json:"param_defs"`
+	}
+	getJSON(t, e.baseURL+"/api/dags", &dags)
+	types := map[string]string{}
+	for _, d := range dags {
+		for _, p := range d.ParamDefs {
+			types[d.Name+"."+p.Name] = p.Type
+			if p.Default != d.Params[p.Name] || p.Doc == "" {
+				t.Errorf("%s.%s: %+v, default %q in params", d.Name, p.Name, p, d.Params[p.Name])
+			}
+		}
+	}
+	for name, want := range map[string]string{
+		"market_close.max_reject_rate": "number in [0, 1]", "retention.retention": "duration ≥ 1s",
+		"backfill.symbol": "symbol, required", "backfill.from": "date", "pipeline_health.max_lag": "integer ≥ 0",
+	} {
+		if types[name] != want {
+			t.Errorf("/api/dags declares %s as %q, want %q", name, types[name], want)
+		}
 	}
 }

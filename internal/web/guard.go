@@ -3,7 +3,6 @@ package web
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"mime"
 	"net"
 	"net/http"
@@ -164,28 +163,5 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 // readyz answers 200 when the database answers and every configured check
 // passes, 503 otherwise, with each check's result.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	checks := append([]Check{{Name: "database", Check: s.read.Ping}}, s.cfg.Ready...)
-	res := map[string]string{}
-	ready := true
-	for _, c := range checks {
-		if err := c.Check(ctx); err != nil {
-			res[c.Name] = err.Error()
-			ready = false
-		} else {
-			res[c.Name] = "ok"
-		}
-	}
-	code := http.StatusOK
-	if !ready {
-		code = http.StatusServiceUnavailable
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(struct {
-		Ready  bool              `json:"ready"`
-		Checks map[string]string `json:"checks"`
-	}{ready, res})
+	readyz(w, r, append([]Check{{Name: "database", Check: s.read.Ping}}, s.cfg.Ready...))
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/stockpipe/stockpipe/internal/retry"
 	"github.com/stockpipe/stockpipe/internal/store"
 )
 
@@ -123,7 +124,7 @@ func (h *hub) deliver(payload string) error {
 			var c store.CandlesChanged
 			if err := json.Unmarshal(e.Data, &c); err != nil || c.Symbol == "" || c.Interval == "" {
 				// The payload's other events still count.
-				bad = fmt.Errorf("decoding candles_changed %s: %v", e.Data, err)
+				bad = fmt.Errorf("decoding candles_changed %s: %w", e.Data, err)
 				continue
 			}
 			if h.onCandle != nil {
@@ -168,18 +169,13 @@ func (h *hub) deliver(payload string) error {
 // delivers what arrives, reconnecting with backoff when the database goes
 // away.
 func (s *Server) listen(ctx context.Context) error {
-	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	for attempt := 1; ctx.Err() == nil; attempt++ {
 		err := s.listenOnce(ctx, s.cfg.Pool)
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.log.Warn("live updates interrupted; reconnecting", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
+		s.log.Warn("live updates interrupted; reconnecting", "err", err, "in", retry.Listen.Delay(attempt))
+		_ = retry.Listen.Wait(ctx, attempt)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	fx "github.com/stockpipe/stockpipe/internal/fixture"
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
@@ -45,27 +46,8 @@ func newOpsEnv(t *testing.T) *opsEnv {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	b, err := kafka.StartBroker("127.0.0.1:0", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	e := &opsEnv{t: t, kcfg: kafka.Config{Brokers: b.Addrs()}, metrics: telemetry.New(), log: log}
-	cl, err := kgo.NewClient(e.kcfg.Opts()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := kafka.EnsureTopics(ctx, cl, log, kafka.Topics(3)); err != nil {
-		t.Fatal(err)
-	}
-	if e.pool, err = store.Open(ctx, pgtest.New(t), 16); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.pool.Close)
-	if err := store.Migrate(ctx, e.pool, log); err != nil {
-		t.Fatal(err)
-	}
+	_, kcfg := fx.Broker(t, "", 3)
+	e := &opsEnv{t: t, kcfg: kcfg, pool: fx.DB(t, 16), metrics: telemetry.New(), log: log}
 	srv, err := web.New(web.Config{Pool: e.pool, Kafka: e.kcfg, Metrics: e.metrics, Logger: log,
 		AuthToken: "s3cret", RequireToken: true,
 		Ready: []web.Check{{Name: "processor", Check: func(context.Context) error {

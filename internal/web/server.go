@@ -20,8 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/kafka"
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
@@ -70,7 +70,7 @@ type Config struct {
 	Ready []Check
 	// Scheduler, if set, backs /dags and the DAG API (a client suffices:
 	// runs are executed by scheduler nodes).
-	Scheduler *orchestrate.Scheduler
+	Scheduler *dag.Scheduler
 	// Timeouts bound how long a client may hold a connection; zero fields
 	// take the defaults. They apply to the server HTTPServer returns.
 	Timeouts Timeouts
@@ -223,14 +223,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /pipeline", func(w http.ResponseWriter, _ *http.Request) {
 		s.render(w, http.StatusOK, "pipeline.html", struct{ Title, Version string }{"stockpipe — pipeline", s.cfg.Version})
 	})
-	m.HandleFunc("GET /readyz", s.readyz)
-	if s.cfg.Metrics != nil {
-		m.Handle("GET /metrics", s.cfg.Metrics.Handler())
-	}
-	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
-	})
+	addHealth(m, s.cfg.Metrics, s.readyz)
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})

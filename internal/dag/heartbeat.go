@@ -1,4 +1,4 @@
-package orchestrate
+package dag
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 )
 
 // A node that dies (SIGKILL, power, OOM) leaves its task attempts
@@ -45,22 +46,26 @@ type liveAttempts struct {
 	m  map[attemptKey]context.CancelCauseFunc
 }
 
+// newLiveAttempts returns an empty set.
 func newLiveAttempts() *liveAttempts {
 	return &liveAttempts{m: map[attemptKey]context.CancelCauseFunc{}}
 }
 
+// add records that attempt k runs here, cancelled by cancel.
 func (l *liveAttempts) add(k attemptKey, cancel context.CancelCauseFunc) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.m[k] = cancel
 }
 
+// remove forgets attempt k, which has returned.
 func (l *liveAttempts) remove(k attemptKey) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.m, k)
 }
 
+// snapshot lists the attempts running here now.
 func (l *liveAttempts) snapshot() []attemptKey {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -176,8 +181,8 @@ func (s *Scheduler) beat(ctx context.Context, conn *pgx.Conn, keys []attemptKey)
 		UPDATE task_runs t SET heartbeat_at = now()
 		FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::int[]) AS a(run_id, task, job_id, attempts)
 		WHERE t.run_id = a.run_id AND t.task = a.task AND t.job_id = a.job_id AND t.attempts = a.attempts
-		  AND t.state = 'running'
-		RETURNING t.run_id, t.task, t.job_id, t.attempts`, runIDs, tasks, jobIDs, numbers)
+		  AND t.state = $5
+		RETURNING t.run_id, t.task, t.job_id, t.attempts`, runIDs, tasks, jobIDs, numbers, TaskRunning)
 	var alive []attemptKey
 	if err == nil {
 		alive, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (attemptKey, error) {
@@ -239,7 +244,8 @@ type staleAttempt struct {
 
 // reap takes over every stale attempt of a DAG this node knows.
 func (s *Scheduler) reap(ctx context.Context) error {
-	// The partial index task_runs_running serves both arms of the OR; an
+	// The partial index task_runs_running (WHERE state = 'running': the
+	// literal, for the planner to match it) serves both arms of the OR; an
 	// attempt from before heartbeats (NULL) counts from its start.
 	rows, err := s.pool.Query(ctx, `
 		SELECT t.run_id, t.task, t.job_id, t.attempts, coalesce(t.node, ''), r.dag,
@@ -309,10 +315,10 @@ func (s *Scheduler) takeOver(ctx context.Context, p *dagPlan, a staleAttempt) er
 		       (extract(epoch FROM now() - coalesce(heartbeat_at, started_at)) * 1000)::bigint,
 		       (extract(epoch FROM now() - started_at) * 1000)::bigint
 		FROM task_runs
-		WHERE run_id = $1 AND task = $2 AND state = 'running' AND job_id IS NOT DISTINCT FROM $3 AND attempts = $4
+		WHERE run_id = $1 AND task = $2 AND state = $6 AND job_id IS NOT DISTINCT FROM $3 AND attempts = $4
 		  AND coalesce(heartbeat_at, started_at, '-infinity') < now() - make_interval(secs => $5)
 		FOR UPDATE`,
-		a.runID, a.task, a.jobID, a.number, s.cfg.HeartbeatTimeout.Seconds()).Scan(&log, &maxAttempts, &taskGen, &silentMs, &durationMs)
+		a.runID, a.task, a.jobID, a.number, s.cfg.HeartbeatTimeout.Seconds(), TaskRunning).Scan(&log, &maxAttempts, &taskGen, &silentMs, &durationMs)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}
@@ -350,7 +356,7 @@ func (s *Scheduler) takeOver(ctx context.Context, p *dagPlan, a staleAttempt) er
 	if err := s.cancelStuckJobs(ctx, tx, a); err != nil {
 		return err
 	}
-	var finished string
+	var finished RunState
 	if final {
 		if finished, err = failDownstream(ctx, tx, p, a.runID, a.task); err != nil {
 			return err
@@ -391,9 +397,10 @@ func (s *Scheduler) cancelStuckJobs(ctx context.Context, tx pgx.Tx, a staleAttem
 	} else {
 		rows, err := tx.Query(ctx, `
 			SELECT id FROM river_job
-			WHERE kind = $1 AND state NOT IN ('completed', 'cancelled', 'discarded')
+			WHERE kind = $1 AND state::text <> ALL($4::text[])
 			  AND args->>'run_id' = $2::bigint::text AND args->>'task' = $3`,
-			taskArgs{}.Kind(), a.runID, a.task)
+			taskArgs{}.Kind(), a.runID, a.task,
+			texts([]rivertype.JobState{rivertype.JobStateCompleted, rivertype.JobStateCancelled, rivertype.JobStateDiscarded}))
 		if err != nil {
 			return fmt.Errorf("taking over task %s of run %d: finding its jobs: %w", a.task, a.runID, err)
 		}

@@ -1,4 +1,4 @@
-package orchestrate
+package dag
 
 import (
 	"context"
@@ -8,10 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
 
-	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
-	"github.com/stockpipe/stockpipe/internal/store"
+	"github.com/stockpipe/stockpipe/internal/retry"
 )
 
 // TestEngineDuplicateJobs checks both guards against running a task of a
@@ -21,17 +22,7 @@ import (
 func TestEngineDuplicateJobs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool, err := store.Open(ctx, pgtest.New(t), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := store.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	if err := Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := migratedPool(t)
 	var runs atomic.Int32
 	s, err := New(Config{
 		Pool: pool, Logger: slog.New(slog.DiscardHandler), PollInterval: 50 * time.Millisecond,
@@ -52,7 +43,7 @@ func TestEngineDuplicateJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitState := func(want string) {
+	waitState := func(want RunState) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for {
@@ -106,16 +97,44 @@ func TestEngineDuplicateJobs(t *testing.T) {
 	}
 }
 
+// TestEngineBackoff checks the wait before a task's next attempt: the
+// Config's retry policy (retry.Task unless set), doubling from its
+// Initial after each failed attempt, at most its Max.
 func TestEngineBackoff(t *testing.T) {
-	base, ceiling := time.Second, 5*time.Second
+	noop := func(context.Context, *TaskContext) error { return nil }
+	dags := []DAG{{Name: "d", Tasks: []Task{{Name: "t", Run: noop}}}}
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s, err := New(Config{Pool: pool, DAGs: dags, Logger: slog.New(slog.DiscardHandler),
+		Retry: retry.Policy{Name: "task", Initial: time.Second, Max: 5 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &taskWorker{s: s}
+	wait := func(attempt int) time.Duration {
+		before := time.Now()
+		at := w.NextRetry(&river.Job[taskArgs]{JobRow: &rivertype.JobRow{Attempt: attempt}})
+		return at.Sub(before).Round(100 * time.Millisecond)
+	}
 	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
 	for i, w := range want {
-		if got := backoff(base, ceiling, i+1); got != w {
+		if got := wait(i + 1); got != w {
 			t.Errorf("backoff after attempt %d = %s, want %s", i+1, got, w)
 		}
 	}
-	if got := backoff(base, ceiling, 1000); got != ceiling {
+	if got := wait(1000); got != 5*time.Second {
 		t.Errorf("backoff after many attempts = %s", got)
+	}
+	// Without a policy, the engine waits as retry.Task says.
+	d, err := New(Config{Pool: pool, DAGs: dags, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.cfg.Retry != retry.Task {
+		t.Errorf("default retry policy %+v, want retry.Task %+v", d.cfg.Retry, retry.Task)
 	}
 }
 

@@ -1,4 +1,4 @@
-package orchestrate
+package dag
 
 import (
 	"bytes"
@@ -22,6 +22,7 @@ type tailBuffer struct {
 	truncated bool
 }
 
+// newTailBuffer returns a buffer that keeps the last max bytes.
 func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
 
 // Write implements io.Writer; it never fails.
@@ -80,10 +81,12 @@ func newTaskLogger(process slog.Handler, buf *tailBuffer, attrs ...slog.Attr) *s
 // teeHandler sends each record to two handlers.
 type teeHandler struct{ a, b slog.Handler }
 
+// Enabled implements slog.Handler: either handler wants l.
 func (h teeHandler) Enabled(ctx context.Context, l slog.Level) bool {
 	return h.a.Enabled(ctx, l) || h.b.Enabled(ctx, l)
 }
 
+// Handle implements slog.Handler: r goes to each handler that wants it.
 func (h teeHandler) Handle(ctx context.Context, r slog.Record) error {
 	var errs []error
 	if h.a.Enabled(ctx, r.Level) {
@@ -95,10 +98,12 @@ func (h teeHandler) Handle(ctx context.Context, r slog.Record) error {
 	return errors.Join(errs...)
 }
 
+// WithAttrs implements slog.Handler for both handlers.
 func (h teeHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	return teeHandler{a: h.a.WithAttrs(attrs), b: h.b.WithAttrs(attrs)}
 }
 
+// WithGroup implements slog.Handler for both handlers.
 func (h teeHandler) WithGroup(name string) slog.Handler {
 	return teeHandler{a: h.a.WithGroup(name), b: h.b.WithGroup(name)}
 }
@@ -110,14 +115,17 @@ type minLevelHandler struct {
 	min slog.Level
 }
 
+// Enabled implements slog.Handler: l must reach the minimum.
 func (h minLevelHandler) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= h.min && h.Handler.Enabled(ctx, l)
 }
 
+// WithAttrs implements slog.Handler, keeping the minimum.
 func (h minLevelHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	return minLevelHandler{h.Handler.WithAttrs(attrs), h.min}
 }
 
+// WithGroup implements slog.Handler, keeping the minimum.
 func (h minLevelHandler) WithGroup(name string) slog.Handler {
 	return minLevelHandler{h.Handler.WithGroup(name), h.min}
 }

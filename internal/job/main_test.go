@@ -1,4 +1,4 @@
-package orchestrate
+package job
 
 import (
 	"testing"
@@ -6,4 +6,6 @@ import (
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
 )
 
+// TestMain starts the private PostgreSQL that pgtest.New hands out
+// databases of.
 func TestMain(m *testing.M) { pgtest.Main(m) }

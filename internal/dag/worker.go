@@ -1,4 +1,4 @@
-package orchestrate
+package dag
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"runtime/debug"
 	"time"
 
@@ -114,19 +113,10 @@ func (w *taskWorker) Timeout(job *river.Job[taskArgs]) time.Duration {
 	return defaultTaskTimeout
 }
 
-// NextRetry implements river.Worker: exponential backoff from RetryBase,
-// capped at RetryMax.
+// NextRetry implements river.Worker: the wait of the Config's retry
+// policy (retry.Task by default) after the job's attempt.
 func (w *taskWorker) NextRetry(job *river.Job[taskArgs]) time.Time {
-	return time.Now().Add(backoff(w.s.cfg.RetryBase, w.s.cfg.RetryMax, job.Attempt))
-}
-
-// backoff is the wait after the attempt-th failed attempt.
-func backoff(base, ceiling time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < ceiling; i++ {
-		d *= 2
-	}
-	return min(d, ceiling)
+	return time.Now().Add(w.s.cfg.Retry.Delay(job.Attempt))
 }
 
 // Work implements river.Worker: it claims the task, runs it, and records
@@ -135,6 +125,8 @@ func (w *taskWorker) Work(ctx context.Context, job *river.Job[taskArgs]) error {
 	return w.s.work(ctx, job)
 }
 
+// work executes one attempt of the task of job: claims it, runs it, and
+// records the outcome (see Work).
 func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 	a := job.Args
 	log := s.log.With("dag", a.DAG, "run", a.RunID, "task", a.Task, "job", job.ID)
@@ -178,9 +170,14 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 	defer s.attempts.remove(key)
 
 	start := time.Now()
-	if t == nil {
+	switch {
+	case t == nil:
 		run = fmt.Errorf("DAG %q has no task %q on this node", a.DAG, a.Task)
-	} else {
+	case claim.paramsErr != nil:
+		// Parameters this node's DAG cannot take (it was changed since the
+		// run was triggered): no attempt would fare better.
+		run = &PermanentError{Err: claim.paramsErr}
+	default:
 		tc = &TaskContext{
 			DAG:         a.DAG,
 			RunID:       a.RunID,
@@ -188,7 +185,6 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 			LogicalDate: claim.logical.In(p.loc),
 			Params:      claim.params,
 			Pool:        s.pool,
-			Kafka:       s.cfg.Kafka,
 			Log:         tlog,
 		}
 		run = runTask(actx, t, tc)
@@ -253,7 +249,7 @@ func (s *Scheduler) work(ctx context.Context, job *river.Job[taskArgs]) error {
 		tlog.Error("task failed", "error", run.Error(), "attempts", claim.attempt)
 	default:
 		tlog.Warn("task attempt failed; retrying", "error", run.Error(),
-			"retry_in", backoff(s.cfg.RetryBase, s.cfg.RetryMax, job.Attempt))
+			"retry_in", s.cfg.Retry.Delay(job.Attempt))
 	}
 	outcome.log = buf.String()
 	if err := s.fail(bctx, job, at, p, outcome, run, final, interrupted); errors.Is(err, errNotCurrent) {
@@ -344,8 +340,11 @@ var errNotCurrent = errors.New("the attempt is no longer its task's (another nod
 // claimed is what a claimed task runs with.
 type claimed struct {
 	logical time.Time
-	params  map[string]string
-	log     string // the excerpt of earlier attempts
+	params  Params
+	// paramsErr is why the run's parameters do not suit this node's DAG;
+	// the attempt then fails for good.
+	paramsErr error
+	log       string // the excerpt of earlier attempts
 	// attempt is the task's attempt number, across jobs; maxAttempts its
 	// budget, or zero when the task run predates it.
 	attempt, maxAttempts int
@@ -361,7 +360,9 @@ type claimed struct {
 //
 // The run's first claim also fixes its parameters: this node's defaults
 // for the DAG, overridden by those the trigger gave, recorded in the run
-// for every later task to use, on whichever node.
+// for every later task to use, on whichever node. Each claim reads them as
+// this node's DAG declares them; parameters it cannot take (the DAG changed
+// since the run was triggered) are left unrecorded and fail the attempt.
 func (s *Scheduler) claim(ctx context.Context, job *river.Job[taskArgs]) (claimed, bool, error) {
 	a := job.Args
 	var c claimed
@@ -387,69 +388,53 @@ func (s *Scheduler) claim(ctx context.Context, job *river.Job[taskArgs]) (claime
 		return c, false, nil
 	}
 	err = tx.QueryRow(ctx, `
-		UPDATE task_runs SET state = 'running', attempts = attempt_base + $4, job_id = $5, node = $6,
+		UPDATE task_runs SET state = $7, attempts = attempt_base + $4, job_id = $5, node = $6,
 			heartbeat_at = now(), started_at = now(), finished_at = NULL, duration_ms = NULL, checks = NULL
 		WHERE run_id = $1 AND task = $2 AND generation = $3 AND (job_id IS NULL OR job_id = $5)
-		  AND (state = 'queued' OR (state = 'running' AND attempts < attempt_base + $4))
+		  AND (state = $8 OR (state = $7 AND attempts < attempt_base + $4))
 		RETURNING log, attempts, coalesce(max_attempts, 0)`,
-		a.RunID, a.Task, a.Generation, job.Attempt, job.ID, s.cfg.NodeID).Scan(&c.log, &c.attempt, &c.maxAttempts)
+		a.RunID, a.Task, a.Generation, job.Attempt, job.ID, s.cfg.NodeID, TaskRunning, TaskQueued).Scan(&c.log, &c.attempt, &c.maxAttempts)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return c, false, nil
 	}
 	if err != nil {
 		return c, false, fmt.Errorf("claiming task %s of run %d: %w", a.Task, a.RunID, err)
 	}
-	if resolved == nil {
-		if p := s.plans[a.DAG]; p != nil {
-			merged, err := resolveParams(p.Params, given)
-			if err != nil {
-				return c, false, fmt.Errorf("run %d: %w", a.RunID, err)
+	// This node reads the run's parameters as its DAG declares them: the
+	// ones recorded by the run's first claim, or else the given ones over
+	// its own defaults, which it then records. A node that does not know
+	// the DAG fails the attempt saying so, and records nothing.
+	if p := s.plans[a.DAG]; p != nil {
+		doc := resolved
+		if doc == nil {
+			doc = given
+		}
+		var text map[string]string
+		if len(doc) > 0 {
+			if err := json.Unmarshal(doc, &text); err != nil {
+				return c, false, fmt.Errorf("run %d params: %w", a.RunID, err)
 			}
-			if resolved, err = json.Marshal(merged); err != nil {
+		}
+		c.params, c.paramsErr = p.ParseParams(text)
+		if resolved == nil && c.paramsErr == nil {
+			if resolved, err = json.Marshal(c.params.Text()); err != nil {
 				return c, false, fmt.Errorf("run %d: encoding its parameters: %w", a.RunID, err)
 			}
 			if _, err := tx.Exec(ctx, `UPDATE dag_runs SET effective_params = $2, params_node = $3 WHERE id = $1`,
 				a.RunID, resolved, s.cfg.NodeID); err != nil {
 				return c, false, fmt.Errorf("recording the parameters of run %d: %w", a.RunID, err)
 			}
-		} else {
-			// This node does not know the DAG, and the attempt fails
-			// saying so; the parameters wait for a node that does.
-			resolved = given
 		}
 	}
 	if _, err := tx.Exec(ctx, `
-		UPDATE dag_runs SET state = 'running', started_at = coalesce(started_at, now())
-		WHERE id = $1 AND state = 'queued'`, a.RunID); err != nil {
+		UPDATE dag_runs SET state = $2, started_at = coalesce(started_at, now())
+		WHERE id = $1 AND state = $3`, a.RunID, RunRunning, RunQueued); err != nil {
 		return c, false, fmt.Errorf("marking run %d running: %w", a.RunID, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return c, false, fmt.Errorf("claiming task %s of run %d: %w", a.Task, a.RunID, err)
 	}
-	if len(resolved) > 0 {
-		if err := json.Unmarshal(resolved, &c.params); err != nil {
-			return c, false, fmt.Errorf("run %d params: %w", a.RunID, err)
-		}
-	}
-	if c.params == nil {
-		c.params = map[string]string{}
-	}
 	return c, true, nil
-}
-
-// resolveParams is the parameters of a run: defaults overridden by the
-// given ones (JSON, as dag_runs.params holds them).
-func resolveParams(defaults map[string]string, given []byte) (map[string]string, error) {
-	merged := make(map[string]string, len(defaults))
-	maps.Copy(merged, defaults)
-	if len(given) > 0 {
-		var g map[string]string
-		if err := json.Unmarshal(given, &g); err != nil {
-			return nil, fmt.Errorf("reading the parameters given: %w", err)
-		}
-		maps.Copy(merged, g)
-	}
-	return merged, nil
 }
 
 // lockRun locks the run's row, serialising the bookkeeping of its tasks so
@@ -491,9 +476,9 @@ func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], at at
 		return err
 	}
 	tag, err := tx.Exec(ctx, `
-		UPDATE task_runs SET state = 'success', finished_at = now(), duration_ms = $6, error = '', log = $7, checks = $8
-		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = 'running' AND job_id = $4 AND attempts = $5`,
-		a.RunID, a.Task, a.Generation, at.jobID, at.number, o.elapsed.Milliseconds(), o.log, checks)
+		UPDATE task_runs SET state = $9, finished_at = now(), duration_ms = $6, error = '', log = $7, checks = $8
+		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = $10 AND job_id = $4 AND attempts = $5`,
+		a.RunID, a.Task, a.Generation, at.jobID, at.number, o.elapsed.Milliseconds(), o.log, checks, TaskSuccess, TaskRunning)
 	if err != nil {
 		return fmt.Errorf("recording success of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
@@ -525,12 +510,12 @@ func (s *Scheduler) succeed(ctx context.Context, job *river.Job[taskArgs], at at
 
 // runFinished reports a run that the committed bookkeeping of one of its
 // tasks finished: once per run, by the node that finished it.
-func (s *Scheduler) runFinished(dag string, runID int64, state string) {
+func (s *Scheduler) runFinished(dag string, runID int64, state RunState) {
 	if state == "" {
 		return
 	}
 	s.log.Info("run finished", "dag", dag, "run", runID, "state", state)
-	s.cfg.Metrics.DAGRunFinished(dag, state)
+	s.cfg.Metrics.DAGRunFinished(dag, string(state))
 }
 
 // readyDependents moves the dependents of a.Task whose dependencies have
@@ -543,8 +528,11 @@ func readyDependents(ctx context.Context, tx pgx.Tx, p *dagPlan, a taskArgs) ([]
 	if err != nil {
 		return nil, fmt.Errorf("reading tasks of run %d: %w", a.RunID, err)
 	}
-	states := map[string]string{}
-	var task, state string
+	states := map[string]TaskState{}
+	var (
+		task  string
+		state TaskState
+	)
 	if _, err := pgx.ForEachRow(rows, []any{&task, &state}, func() error {
 		states[task] = state
 		return nil
@@ -568,9 +556,9 @@ next:
 		return nil, nil
 	}
 	rows, err = tx.Query(ctx, `
-		UPDATE task_runs SET state = 'queued'
-		WHERE run_id = $1 AND task = ANY($2) AND state = 'waiting'
-		RETURNING task`, a.RunID, candidates)
+		UPDATE task_runs SET state = $3
+		WHERE run_id = $1 AND task = ANY($2) AND state = $4
+		RETURNING task`, a.RunID, candidates, TaskQueued, TaskWaiting)
 	if err != nil {
 		return nil, fmt.Errorf("queueing dependents of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
@@ -611,8 +599,8 @@ func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], at attem
 	}
 	tag, err := tx.Exec(ctx, `
 		UPDATE task_runs SET state = $6, attempts = $7, finished_at = now(), duration_ms = $8, error = $9, log = $10, checks = $11
-		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = 'running' AND job_id = $4 AND attempts = $5`,
-		a.RunID, a.Task, a.Generation, at.jobID, at.number, state, attempts, o.elapsed.Milliseconds(), cause.Error(), o.log, checks)
+		WHERE run_id = $1 AND task = $2 AND generation = $3 AND state = $12 AND job_id = $4 AND attempts = $5`,
+		a.RunID, a.Task, a.Generation, at.jobID, at.number, state, attempts, o.elapsed.Milliseconds(), cause.Error(), o.log, checks, TaskRunning)
 	if err != nil {
 		return fmt.Errorf("recording failure of task %s of run %d: %w", a.Task, a.RunID, err)
 	}
@@ -621,7 +609,7 @@ func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], at attem
 			"dag", a.DAG, "run", a.RunID, "task", a.Task, "attempt", at.number)
 		return errNotCurrent
 	}
-	var finished string
+	var finished RunState
 	if final {
 		if finished, err = failDownstream(ctx, tx, p, a.RunID, a.Task); err != nil {
 			return err
@@ -637,13 +625,13 @@ func (s *Scheduler) fail(ctx context.Context, job *river.Job[taskArgs], at attem
 // failDownstream marks every task downstream of the failed task
 // upstream_failed and settles the run, returning its state if this
 // finished it.
-func failDownstream(ctx context.Context, tx pgx.Tx, p *dagPlan, runID int64, task string) (string, error) {
+func failDownstream(ctx context.Context, tx pgx.Tx, p *dagPlan, runID int64, task string) (RunState, error) {
 	if p != nil && p.tasks[task] != nil {
 		if down := p.downstream(task); len(down) > 0 {
 			if _, err := tx.Exec(ctx, `
-				UPDATE task_runs SET state = 'upstream_failed', error = $3
-				WHERE run_id = $1 AND task = ANY($2) AND state = 'waiting'`,
-				runID, down, fmt.Sprintf("upstream task %s failed", task)); err != nil {
+				UPDATE task_runs SET state = $4, error = $3
+				WHERE run_id = $1 AND task = ANY($2) AND state = $5`,
+				runID, down, fmt.Sprintf("upstream task %s failed", task), TaskUpstreamFailed, TaskWaiting); err != nil {
 				return "", fmt.Errorf("marking tasks downstream of %s of run %d: %w", task, runID, err)
 			}
 		}
@@ -655,23 +643,24 @@ func failDownstream(ctx context.Context, tx pgx.Tx, p *dagPlan, runID int64, tas
 // task failed, success when all succeeded; finished once no task is left
 // to run. It returns the run's final state when this call finished it, and
 // "" otherwise, so that a finished run is counted once.
-func settleRun(ctx context.Context, tx pgx.Tx, runID int64) (finished string, err error) {
+func settleRun(ctx context.Context, tx pgx.Tx, runID int64) (finished RunState, err error) {
 	// prev reads the row as it was before this statement: the run is
 	// locked (lockRun), so no one else changed it since.
 	var (
-		state        string
+		state        RunState
 		justFinished bool
 	)
 	err = tx.QueryRow(ctx, `
 		UPDATE dag_runs r SET
-			state = CASE WHEN c.bad > 0 THEN 'failed' WHEN c.active = 0 THEN 'success' ELSE r.state END,
+			state = CASE WHEN c.bad > 0 THEN $4 WHEN c.active = 0 THEN $5 ELSE r.state END,
 			finished_at = CASE WHEN c.active = 0 THEN coalesce(r.finished_at, now()) END
-		FROM (SELECT count(*) FILTER (WHERE state IN ('waiting', 'queued', 'running')) AS active,
-		             count(*) FILTER (WHERE state IN ('failed', 'upstream_failed')) AS bad
+		FROM (SELECT count(*) FILTER (WHERE state = ANY($2)) AS active,
+		             count(*) FILTER (WHERE state = ANY($3)) AS bad
 		      FROM task_runs WHERE run_id = $1) c,
 		     (SELECT finished_at FROM dag_runs WHERE id = $1) prev
 		WHERE r.id = $1
-		RETURNING r.state, prev.finished_at IS NULL AND r.finished_at IS NOT NULL`, runID).Scan(&state, &justFinished)
+		RETURNING r.state, prev.finished_at IS NULL AND r.finished_at IS NOT NULL`,
+		runID, texts(activeTaskStates), texts(badTaskStates), RunFailed, RunSuccess).Scan(&state, &justFinished)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil
 	}

@@ -1,4 +1,4 @@
-package orchestrate
+package job
 
 import (
 	"errors"
@@ -54,7 +54,7 @@ func OpenReplayFile(dir, name string) (*os.File, error) {
 		if err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, os.ErrPermission) {
 			// os.Root refuses a path that escapes through a symbolic
 			// link; say so in the caller's terms.
-			return nil, fmt.Errorf("file %q is %w %s (%v): name a file below it", name, ErrOutsideReplayDir, dir, err)
+			return nil, fmt.Errorf("file %q is %w %s (%w): name a file below it", name, ErrOutsideReplayDir, dir, err)
 		}
 	}
 	if err != nil {

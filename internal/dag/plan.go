@@ -1,4 +1,4 @@
-package orchestrate
+package dag
 
 import (
 	"errors"
@@ -66,6 +66,8 @@ func planDAGs(dags []DAG) (map[string]*dagPlan, error) {
 	return plans, nil
 }
 
+// planDAG validates one DAG — its name, tasks, dependencies, parameter
+// declarations and schedule — and plans it.
 func planDAG(d DAG) (*dagPlan, error) {
 	name := d.Name
 	if name == "" {
@@ -110,6 +112,21 @@ func planDAG(d DAG) (*dagPlan, error) {
 			case p.tasks[dep] == nil:
 				errs = append(errs, fmt.Errorf("DAG %q: task %q depends on unknown task %q", name, t.Name, dep))
 			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, dp := range d.Params {
+		if err := dp.checkDecl(); err != nil {
+			errs = append(errs, fmt.Errorf("DAG %q: %w", name, err))
+		}
+		if seen[dp.Name] {
+			errs = append(errs, fmt.Errorf("DAG %q: parameter %q is declared twice", name, dp.Name))
+		}
+		seen[dp.Name] = true
+		// A scheduled run is given nothing: it must be able to run on the
+		// defaults.
+		if dp.Required && strings.TrimSpace(dp.Default) == "" && d.Schedule != "" {
+			errs = append(errs, fmt.Errorf("DAG %q: parameter %s is required and has no default, but scheduled runs are given none", name, dp.Name))
 		}
 	}
 	if len(errs) == 0 {
@@ -216,6 +233,7 @@ func (p *dagPlan) findCycle(done map[string]bool) string {
 	return "(unknown)"
 }
 
+// parseSchedule reads the DAG's cron expression in its Location.
 func (p *dagPlan) parseSchedule() error {
 	spec := strings.TrimSpace(p.Schedule)
 	if strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") {
@@ -260,6 +278,7 @@ func (p *dagPlan) logicalDate(t time.Time) time.Time {
 	return midnight(t)
 }
 
+// midnight is the start of t's day in t's location.
 func midnight(t time.Time) time.Time {
 	y, m, d := t.Date()
 	return time.Date(y, m, d, 0, 0, 0, 0, t.Location())

@@ -1,4 +1,4 @@
-package orchestrate
+package dag
 
 import (
 	"context"
@@ -14,22 +14,18 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
-	"github.com/stockpipe/stockpipe/internal/store"
 )
 
-// migratedPool is a pool on a fresh database with stockpipe's and River's
+// migratedPool is a pool on a fresh database with the engine's and River's
 // tables.
 func migratedPool(t *testing.T) *pgxpool.Pool {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := store.Open(ctx, pgtest.New(t), 8)
+	pool, err := pgxpool.New(ctx, pgtest.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := store.Migrate(ctx, pool, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
 	if err := Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +79,7 @@ func TestEngineTakeoverFencesTheLostAttempt(t *testing.T) {
 	if err := s.reap(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var state string
+	var state TaskState
 	if err := pool.QueryRow(ctx, `SELECT state FROM task_runs WHERE run_id = $1`, id).Scan(&state); err != nil || state != TaskRunning {
 		t.Fatalf("a live attempt was reaped: %s, %v", state, err)
 	}
@@ -172,7 +168,8 @@ func TestEngineScheduledRunsAreUniquePerSlot(t *testing.T) {
 	pool := migratedPool(t)
 	now := time.Date(2026, 11, 6, 16, 32, 0, 0, time.UTC)
 	noop := func(context.Context, *TaskContext) error { return nil }
-	dags := []DAG{{Name: "often", Schedule: "*/5 * * * *", Tasks: []Task{{Name: "t", Run: noop}}}}
+	dags := []DAG{{Name: "often", Schedule: "*/5 * * * *", Params: []Param{{Name: "why", Type: Text}},
+		Tasks: []Task{{Name: "t", Run: noop}}}}
 	var nodes []*Scheduler
 	for _, name := range []string{"a", "b"} {
 		s, err := New(Config{Pool: pool, Logger: slog.New(slog.DiscardHandler), NodeID: name, DAGs: dags,
@@ -203,10 +200,10 @@ func TestEngineScheduledRunsAreUniquePerSlot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]int{}
+	got := map[RunKind]int{}
 	for rows.Next() {
 		var (
-			kind string
+			kind RunKind
 			n    int
 		)
 		if err := rows.Scan(&kind, &n); err != nil {

@@ -1,4 +1,4 @@
-package orchestrate
+package dag
 
 import (
 	"context"
@@ -13,41 +13,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
-	"github.com/riverqueue/river/rivermigrate"
 
-	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/retry"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
-)
-
-// Run states.
-const (
-	RunQueued  = "queued"  // created, no task started yet
-	RunRunning = "running" // some task has started
-	RunSuccess = "success" // every task succeeded
-	RunFailed  = "failed"  // some task failed for good, or its checks failed
-)
-
-// Task run states.
-const (
-	TaskWaiting        = "waiting"         // some dependency has not succeeded yet
-	TaskQueued         = "queued"          // enqueued, or waiting for a retry
-	TaskRunning        = "running"         // an attempt is in progress
-	TaskSuccess        = "success"         // the task succeeded
-	TaskFailed         = "failed"          // every attempt failed, or the task's checks failed (not retried)
-	TaskUpstreamFailed = "upstream_failed" // a task it depends on failed
-)
-
-// Run kinds: how a run came to be. Scheduled runs are unique per DAG and
-// logical date (the leader never starts a slot twice); every manual trigger
-// and every date of a backfill is a run of its own, with its own parameters
-// and history, however many runs its date already has.
-const (
-	KindScheduled = "scheduled" // started by the leader for a schedule slot
-	KindManual    = "manual"    // Trigger: the command line, the web
-	KindBackfill  = "backfill"  // one date of Backfill
-	// KindLegacy marks runs recorded before runs had kinds, when a date had
-	// one run whoever started it; they count as their date's scheduled run.
-	KindLegacy = "legacy"
 )
 
 // Errors callers can test for with errors.Is.
@@ -64,8 +32,6 @@ const (
 	DefaultWorkers      = 4
 	DefaultTickInterval = time.Minute
 	DefaultLookback     = 5 * time.Minute
-	DefaultRetryBase    = time.Second
-	DefaultRetryMax     = 5 * time.Minute
 	DefaultPollInterval = time.Second
 	// DefaultHeartbeatInterval and DefaultHeartbeatTimeout bound how long
 	// the task of a node that died stays "running": a live node takes it
@@ -80,10 +46,8 @@ const maxBackfillRuns = 5000
 
 // Config configures a Scheduler.
 type Config struct {
-	Pool *pgxpool.Pool
-	DAGs []DAG
-	// Kafka is passed through to every TaskContext.
-	Kafka  kafka.Config
+	Pool   *pgxpool.Pool
+	DAGs   []DAG
 	Logger *slog.Logger // nil = slog.Default()
 	// Queue is the River queue tasks run in; default "stockpipe". Schedule
 	// ticks use the queue Queue+"_tick" so that long tasks cannot delay
@@ -102,10 +66,11 @@ type Config struct {
 	// are not caught up; Backfill runs them. Default five minutes, and at
 	// least two tick intervals.
 	Lookback time.Duration
-	// RetryBase and RetryMax shape the backoff between attempts: RetryBase
-	// after the first failure, doubling after each further one, at most
-	// RetryMax. Defaults one second and five minutes.
-	RetryBase, RetryMax time.Duration
+	// Retry is the backoff between a task's attempts: Retry.Initial after
+	// the first failure, doubling after each further one, at most
+	// Retry.Max. The zero Policy means retry.Task, stockpipe's one policy
+	// for tasks.
+	Retry retry.Policy
 	// PollInterval is how often an idle node looks for jobs besides being
 	// woken by PostgreSQL notifications (due retries are found this way);
 	// default one second.
@@ -152,46 +117,6 @@ type Scheduler struct {
 	loops     sync.WaitGroup
 }
 
-// Migrate applies River's own migrations. It is idempotent, and safe to call
-// from several processes at once: a PostgreSQL advisory lock, held on a
-// connection of its own, serialises them. The pool needs room for two
-// connections.
-func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	m, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return fmt.Errorf("creating River migrator: %w", err)
-	}
-	if pool.Config().MaxConns < 2 {
-		return errors.New("migrating River: the pool must allow at least two connections")
-	}
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("migrating River: %w", err)
-	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrateLockKey); err != nil {
-		return fmt.Errorf("locking River migrations: %w", err)
-	}
-	defer func() {
-		// A connection that cannot unlock is closed, which unlocks.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if _, err := conn.Exec(uctx, "SELECT pg_advisory_unlock($1)", migrateLockKey); err != nil {
-			conn.Conn().Close(uctx) //nolint:errcheck // closing is the fallback
-		}
-	}()
-	// Each migration runs in a transaction of its own: some add enum
-	// values that later ones use, which one transaction cannot do.
-	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-		return fmt.Errorf("applying River migrations: %w", err)
-	}
-	return nil
-}
-
-// migrateLockKey is the advisory lock Migrate holds ("stockpipe" in ASCII,
-// padded).
-const migrateLockKey int64 = 0x73746f636b706970
-
 // New validates the DAGs and returns a Scheduler that can run tasks once
 // started. Invalid DAGs (duplicate names, unknown or cyclic dependencies,
 // schedules that do not parse) are reported all at once.
@@ -207,13 +132,14 @@ func NewClient(cfg Config) (*Scheduler, error) {
 	return newScheduler(cfg, false)
 }
 
+// newScheduler is New (working) or NewClient.
 func newScheduler(cfg Config, working bool) (*Scheduler, error) {
 	plans, err := planDAGs(cfg.DAGs)
 	if err != nil {
 		return nil, err
 	}
 	if cfg.Pool == nil {
-		return nil, errors.New("orchestrate: Config.Pool is nil")
+		return nil, errors.New("dag: Config.Pool is nil")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -234,13 +160,10 @@ func newScheduler(cfg Config, working bool) (*Scheduler, error) {
 		cfg.Lookback = DefaultLookback
 	}
 	cfg.Lookback = max(cfg.Lookback, 2*cfg.TickInterval)
-	if cfg.RetryBase <= 0 {
-		cfg.RetryBase = DefaultRetryBase
+	if cfg.Retry.Initial <= 0 {
+		cfg.Retry = retry.Task
 	}
-	if cfg.RetryMax <= 0 {
-		cfg.RetryMax = DefaultRetryMax
-	}
-	cfg.RetryMax = max(cfg.RetryMax, cfg.RetryBase)
+	cfg.Retry.Max = max(cfg.Retry.Max, cfg.Retry.Initial)
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
@@ -248,7 +171,7 @@ func newScheduler(cfg Config, working bool) (*Scheduler, error) {
 		cfg.NodeID = defaultNodeID()
 	}
 	if len(cfg.NodeID) > 100 {
-		return nil, fmt.Errorf("orchestrate: NodeID %.20q… is longer than 100 bytes", cfg.NodeID)
+		return nil, fmt.Errorf("dag: NodeID %.20q… is longer than 100 bytes", cfg.NodeID)
 	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
@@ -326,8 +249,11 @@ func newScheduler(cfg Config, working bool) (*Scheduler, error) {
 	return s, nil
 }
 
+// tickQueue is the River queue of the schedule's ticks.
 func (s *Scheduler) tickQueue() string { return s.cfg.Queue + "_tick" }
 
+// hasSchedules reports whether any DAG has a schedule (else no tick is
+// needed).
 func (s *Scheduler) hasSchedules() bool {
 	for _, p := range s.plans {
 		if p.sched != nil {
@@ -396,6 +322,7 @@ func (s *Scheduler) NextRun(dag string, after time.Time) (time.Time, bool) {
 	return p.next(after)
 }
 
+// plan returns the plan of dag, or ErrUnknownDAG.
 func (s *Scheduler) plan(dag string) (*dagPlan, error) {
 	p, ok := s.plans[dag]
 	if !ok {
@@ -415,9 +342,16 @@ func (s *Scheduler) plan(dag string) (*dagPlan, error) {
 // scheduler node that starts executing the run, merged once when its first
 // task starts (see Run.Params). Trigger only inserts rows and jobs, so it
 // works on a Scheduler that was not started.
+//
+// params are checked first against the DAG's declarations (see
+// DAG.ParseParams): an unknown name or a bad value is answered with a
+// *ParamError naming the parameter, and nothing is inserted.
 func (s *Scheduler) Trigger(ctx context.Context, dag string, logical time.Time, params map[string]string) (int64, error) {
 	p, err := s.plan(dag)
 	if err != nil {
+		return 0, err
+	}
+	if _, err := p.ParseParams(params); err != nil {
 		return 0, err
 	}
 	if logical.IsZero() {
@@ -448,9 +382,14 @@ func (s *Scheduler) Trigger(ctx context.Context, dag string, logical time.Time, 
 // data, with a raised threshold) must neither be skipped because the dates
 // ran before nor overwrite the history of those runs. Nor does a backfilled
 // date stop the leader from starting the date's scheduled run.
+//
+// params are checked as Trigger checks them, before any run is created.
 func (s *Scheduler) Backfill(ctx context.Context, dag string, from, to time.Time, params map[string]string) ([]int64, error) {
 	p, err := s.plan(dag)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := p.ParseParams(params); err != nil {
 		return nil, err
 	}
 	if to.Before(from) {
@@ -523,7 +462,7 @@ func (p *dagPlan) slots(from, to time.Time) ([]time.Time, error) {
 // only if the slot has none (created reports whether it was); other kinds
 // always make a new run. params are recorded as given: the defaults are
 // merged in when the run starts executing (see claim).
-func (s *Scheduler) startRun(ctx context.Context, tx pgx.Tx, p *dagPlan, logical time.Time, kind string, params map[string]string) (id int64, created bool, err error) {
+func (s *Scheduler) startRun(ctx context.Context, tx pgx.Tx, p *dagPlan, logical time.Time, kind RunKind, params map[string]string) (id int64, created bool, err error) {
 	if params == nil {
 		params = map[string]string{}
 	}
@@ -533,12 +472,14 @@ func (s *Scheduler) startRun(ctx context.Context, tx pgx.Tx, p *dagPlan, logical
 	}
 	// The partial unique index dag_runs_slot holds scheduled (and legacy)
 	// runs only: for those a second insert of the slot, by any node, is
-	// skipped; a manual or backfill run never conflicts.
+	// skipped; a manual or backfill run never conflicts. The ON CONFLICT
+	// clause names the index by its predicate, which must be written as
+	// the migration wrote it (KindScheduled, KindLegacy), not bound.
 	err = tx.QueryRow(ctx, `
-		INSERT INTO dag_runs (dag, logical_date, state, params, kind) VALUES ($1, $2, 'queued', $3, $4)
+		INSERT INTO dag_runs (dag, logical_date, state, params, kind) VALUES ($1, $2, $5, $3, $4)
 		ON CONFLICT (dag, logical_date) WHERE kind IN ('scheduled', 'legacy') DO NOTHING
 		RETURNING id`,
-		p.Name, logical, paramsJSON, kind).Scan(&id)
+		p.Name, logical, paramsJSON, kind, RunQueued).Scan(&id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, false, nil
 	}
@@ -549,7 +490,7 @@ func (s *Scheduler) startRun(ctx context.Context, tx pgx.Tx, p *dagPlan, logical
 	// schema for runs recorded before, whose jobs may still be queued.
 	const gen = 1
 	names := make([]string, len(p.order))
-	states := make([]string, len(p.order))
+	states := make([]TaskState, len(p.order))
 	pos := make([]int32, len(p.order))
 	maxAttempts := make([]int32, len(p.order))
 	for i, name := range p.order {
@@ -563,7 +504,7 @@ func (s *Scheduler) startRun(ctx context.Context, tx pgx.Tx, p *dagPlan, logical
 		INSERT INTO task_runs (run_id, task, pos, generation, state, max_attempts)
 		SELECT $1, t.task, t.pos, $2, t.state, t.max_attempts
 		FROM unnest($3::text[], $4::int[], $5::text[], $6::int[]) AS t(task, pos, state, max_attempts)`,
-		id, gen, names, pos, states, maxAttempts); err != nil {
+		id, gen, names, pos, texts(states), maxAttempts); err != nil {
 		return 0, false, fmt.Errorf("creating task rows of run %d: %w", id, err)
 	}
 	if err := s.enqueue(ctx, tx, p, id, gen, p.roots); err != nil {
@@ -622,13 +563,12 @@ type Run struct {
 	ID          int64
 	DAG         string
 	LogicalDate time.Time // in the DAG's Location when the DAG is known
-	State       string    // RunQueued, RunRunning, RunSuccess or RunFailed
-	// Kind is KindScheduled, KindManual, KindBackfill or KindLegacy.
-	Kind string
-	// Params are the parameters the run executes with, every task of it:
-	// the DAG's defaults as the scheduler node that started executing the
-	// run has them (ParamsNode), overridden by Given. Nil until the run's
-	// first task starts.
+	State       RunState
+	Kind        RunKind
+	// Params are the parameters the run executes with, every task of it,
+	// as written: the DAG's defaults as the scheduler node that started
+	// executing the run has them (ParamsNode), overridden by Given; "" for
+	// a parameter without either. Nil until the run's first task starts.
 	Params map[string]string
 	// Given are the parameters the trigger (or backfill) gave, which
 	// override the defaults. For a legacy run they are the parameters it
@@ -646,9 +586,7 @@ type Run struct {
 type TaskRun struct {
 	RunID int64
 	Task  string
-	// State is TaskWaiting, TaskQueued, TaskRunning, TaskSuccess, TaskFailed
-	// or TaskUpstreamFailed.
-	State string
+	State TaskState
 	// Attempts counts the attempts made so far, on whichever nodes: an
 	// attempt whose node stopped counts as a failed one.
 	Attempts int
@@ -752,6 +690,7 @@ func (s *Scheduler) Run(ctx context.Context, id int64) (Run, []TaskRun, error) {
 	return run, tasks, nil
 }
 
+// scanRun reads a row of runColumns.
 func (s *Scheduler) scanRun(r pgx.CollectableRow) (Run, error) {
 	var (
 		run             Run

@@ -1,4 +1,4 @@
-package orchestrate_test
+package dag_test
 
 import (
 	"context"
@@ -11,16 +11,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
-	"github.com/stockpipe/stockpipe/internal/store"
+	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
 )
 
 // client returns an insert-only Scheduler, as the command line and the web
 // use to trigger runs.
-func client(t *testing.T, cfg orchestrate.Config) *orchestrate.Scheduler {
+func client(t *testing.T, cfg dag.Config) *dag.Scheduler {
 	t.Helper()
-	c, err := orchestrate.NewClient(cfg)
+	c, err := dag.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,12 +30,7 @@ func client(t *testing.T, cfg orchestrate.Config) *orchestrate.Scheduler {
 // process would have.
 func reopen(t *testing.T, url string) *pgxpool.Pool {
 	t.Helper()
-	p, err := store.Open(context.Background(), url, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Close)
-	return p
+	return newPool(t, url, 10)
 }
 
 // TestEngineTriggersOfOneDateAreRunsOfTheirOwn triggers one date twice with
@@ -49,17 +43,17 @@ func TestEngineTriggersOfOneDateAreRunsOfTheirOwn(t *testing.T) {
 	if _, err := pool.Exec(ctx, `CREATE TABLE seen (run_id bigint, task text, p text, q text)`); err != nil {
 		t.Fatal(err)
 	}
-	record := func(name string) func(context.Context, *orchestrate.TaskContext) error {
-		return func(ctx context.Context, tc *orchestrate.TaskContext) error {
-			_, err := tc.Pool.Exec(ctx, `INSERT INTO seen VALUES ($1, $2, $3, $4)`, tc.RunID, name, tc.Params["p"], tc.Params["q"])
+	record := func(name string) func(context.Context, *dag.TaskContext) error {
+		return func(ctx context.Context, tc *dag.TaskContext) error {
+			_, err := tc.Pool.Exec(ctx, `INSERT INTO seen VALUES ($1, $2, $3, $4)`, tc.RunID, name, tc.Params.String("p"), tc.Params.String("q"))
 			return err
 		}
 	}
-	dag := orchestrate.DAG{Name: "echo", Params: map[string]string{"p": "default", "q": "kept"}, Tasks: []orchestrate.Task{
+	dg := dag.DAG{Name: "echo", Params: textParams("p", "default", "q", "kept"), Tasks: []dag.Task{
 		{Name: "first", Run: record("first")},
 		{Name: "second", Deps: []string{"first"}, Run: record("second")},
 	}}
-	trig := client(t, testConfig(pool, dag))
+	trig := client(t, testConfig(pool, dg))
 	a, err := trig.Trigger(ctx, "echo", day, map[string]string{"p": "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -71,10 +65,10 @@ func TestEngineTriggersOfOneDateAreRunsOfTheirOwn(t *testing.T) {
 	if a == b {
 		t.Fatalf("both triggers of %s got run %d", day.Format(time.DateOnly), a)
 	}
-	s := start(t, testConfig(pool, dag))
+	s := start(t, testConfig(pool, dg))
 	for id, p := range map[int64]string{a: "a", b: "b"} {
 		run, tasks := waitRun(t, s, id)
-		if run.State != orchestrate.RunSuccess || run.Kind != orchestrate.KindManual || !run.LogicalDate.Equal(day) {
+		if run.State != dag.RunSuccess || run.Kind != dag.KindManual || !run.LogicalDate.Equal(day) {
 			t.Errorf("run %d: %+v", id, run)
 		}
 		if want := map[string]string{"p": p, "q": "kept"}; !maps.Equal(run.Params, want) {
@@ -87,7 +81,7 @@ func TestEngineTriggersOfOneDateAreRunsOfTheirOwn(t *testing.T) {
 			t.Errorf("run %d took the defaults of node %q, want %q", id, run.ParamsNode, s.NodeID())
 		}
 		for _, tr := range tasks {
-			if tr.State != orchestrate.TaskSuccess || tr.Attempts != 1 || tr.Node != s.NodeID() {
+			if tr.State != dag.TaskSuccess || tr.Attempts != 1 || tr.Node != s.NodeID() {
 				t.Errorf("run %d task %+v", id, tr)
 			}
 		}
@@ -97,83 +91,6 @@ func TestEngineTriggersOfOneDateAreRunsOfTheirOwn(t *testing.T) {
 	}
 	if n := count(t, pool, `SELECT count(*) FROM seen`); n != 4 {
 		t.Errorf("%d task executions, want 4", n)
-	}
-}
-
-// TestEngineBackfillOfTwoSymbolsRebuildsBoth triggers the shipped backfill
-// for one date twice, for two symbols: both symbols' candles are rebuilt.
-func TestEngineBackfillOfTwoSymbolsRebuildsBoth(t *testing.T) {
-	t.Parallel()
-	pool, _ := openDB(t)
-	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `
-		INSERT INTO ticks (symbol, seq, ts, price, size, bid, ask, kafka_partition, kafka_offset)
-		SELECT sym, g + 1, timestamptz '2026-11-04 14:30:00+00' + g * interval '1 second', 100 + g % 7, 10, 99, 120, 0, g
-		FROM unnest(ARRAY['AAPL', 'MSFT']) AS sym, generate_series(0, 599) g`); err != nil {
-		t.Fatal(err)
-	}
-	dag := shippedOnly(t, orchestrate.Deps{Pool: pool}, orchestrate.DAGBackfill)
-	trig := client(t, testConfig(pool, dag))
-	date := time.Date(2026, 11, 4, 0, 0, 0, 0, dag.Location)
-	var ids []int64
-	for _, sym := range []string{"AAPL", "MSFT"} {
-		id, err := trig.Trigger(ctx, orchestrate.DAGBackfill, date, map[string]string{"symbol": sym})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-	}
-	s := start(t, testConfig(pool, dag))
-	for i, sym := range []string{"AAPL", "MSFT"} {
-		run, tasks := waitRun(t, s, ids[i])
-		if run.State != orchestrate.RunSuccess || run.Params["symbol"] != sym || !strings.Contains(tasks[0].Log, "symbol="+sym) {
-			t.Errorf("backfill of %s: run %+v, log:\n%s", sym, run, tasks[0].Log)
-		}
-		if n := count(t, pool, `SELECT count(*) FROM candles WHERE symbol = $1 AND interval = '1m'`, sym); n != 10 {
-			t.Errorf("%d 1m candles of %s rebuilt, want 10", n, sym)
-		}
-	}
-}
-
-// TestEngineManualRunTakesTheExecutingNodesDefaults triggers the shipped
-// retention DAG from a process whose retention is the default seven days
-// and runs it on a node whose retention is 48 hours: the run records and
-// uses 48 hours.
-func TestEngineManualRunTakesTheExecutingNodesDefaults(t *testing.T) {
-	t.Parallel()
-	pool, _ := openDB(t)
-	ctx := context.Background()
-	ny, err := time.LoadLocation("America/New_York")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logical := time.Date(2026, 11, 6, 0, 0, 0, 0, ny)
-	// Ticks three days and one day before the logical date: a retention
-	// of 48 hours deletes the first, seven days would keep both.
-	if _, err := pool.Exec(ctx, `
-		INSERT INTO ticks (symbol, seq, ts, price, size, bid, ask, kafka_partition, kafka_offset) VALUES
-		('AAPL', 1, $1, 100, 10, 99, 101, 0, 1), ('AAPL', 2, $2, 100, 10, 99, 101, 0, 2)`,
-		logical.Add(-72*time.Hour), logical.Add(-24*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
-	trig := client(t, testConfig(pool, shippedOnly(t, orchestrate.Deps{}, orchestrate.DAGRetention)))
-	id, err := trig.Trigger(ctx, orchestrate.DAGRetention, logical, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if run, _, err := trig.Run(ctx, id); err != nil || run.Params != nil || len(run.Given) != 0 || run.State != orchestrate.RunQueued {
-		t.Fatalf("queued run %+v, %v: it records what was given (nothing), no defaults yet", run, err)
-	}
-	s := start(t, testConfig(pool, shippedOnly(t, orchestrate.Deps{Pool: pool, Retention: 48 * time.Hour}, orchestrate.DAGRetention)))
-	run, tasks := waitRun(t, s, id)
-	if run.State != orchestrate.RunSuccess || run.Params["retention"] != "48h0m0s" || run.ParamsNode != s.NodeID() {
-		t.Errorf("run %+v: want success with retention=48h0m0s of node %s", run, s.NodeID())
-	}
-	if drop := taskByName(t, tasks, "drop_old_ticks"); !strings.Contains(drop.Log, "retention=48h0m0s") {
-		t.Errorf("drop_old_ticks log:\n%s", drop.Log)
-	}
-	if n := count(t, pool, `SELECT count(*) FROM ticks`); n != 1 {
-		t.Errorf("%d ticks left, want 1 (the one within 48 hours)", n)
 	}
 }
 
@@ -187,7 +104,7 @@ func TestEngineSlowLiveTaskIsNotTakenOver(t *testing.T) {
 	ctx := context.Background()
 	release := make(chan struct{})
 	var calls atomic.Int32
-	dag := orchestrate.DAG{Name: "slow", Tasks: []orchestrate.Task{{Name: "t", Retries: 2, Run: func(ctx context.Context, _ *orchestrate.TaskContext) error {
+	dg := dag.DAG{Name: "slow", Tasks: []dag.Task{{Name: "t", Retries: 2, Run: func(ctx context.Context, _ *dag.TaskContext) error {
 		calls.Add(1)
 		select {
 		case <-release:
@@ -197,9 +114,9 @@ func TestEngineSlowLiveTaskIsNotTakenOver(t *testing.T) {
 		}
 	}}}}
 	const timeout = 500 * time.Millisecond
-	nodes := map[string]*orchestrate.Scheduler{}
+	nodes := map[string]*dag.Scheduler{}
 	for _, name := range []string{"node-a", "node-b"} {
-		cfg := testConfig(reopen(t, url), dag)
+		cfg := testConfig(reopen(t, url), dg)
 		cfg.NodeID, cfg.HeartbeatInterval, cfg.HeartbeatTimeout = name, 50*time.Millisecond, timeout
 		nodes[name] = start(t, cfg)
 	}
@@ -207,7 +124,7 @@ func TestEngineSlowLiveTaskIsNotTakenOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tr orchestrate.TaskRun
+	var tr dag.TaskRun
 	beats := map[time.Time]bool{}
 	eventually(t, 30*time.Second, "the task to run for eight heartbeat timeouts", func() (bool, error) {
 		_, tasks, err := nodes["node-a"].Run(ctx, id)
@@ -215,10 +132,10 @@ func TestEngineSlowLiveTaskIsNotTakenOver(t *testing.T) {
 			return false, err
 		}
 		tr = tasks[0]
-		if tr.State == orchestrate.TaskQueued && tr.Attempts == 0 {
+		if tr.State == dag.TaskQueued && tr.Attempts == 0 {
 			return false, nil // not picked up yet
 		}
-		if tr.State != orchestrate.TaskRunning {
+		if tr.State != dag.TaskRunning {
 			t.Fatalf("the task is %s after %s: %+v", tr.State, tr.Duration, tr)
 		}
 		if nodes[tr.Node] == nil || tr.Heartbeat == nil || tr.HeartbeatAge >= timeout {
@@ -232,7 +149,7 @@ func TestEngineSlowLiveTaskIsNotTakenOver(t *testing.T) {
 	}
 	close(release)
 	run, tasks := waitRun(t, nodes["node-a"], id)
-	if run.State != orchestrate.RunSuccess || tasks[0].Attempts != 1 || tasks[0].Node != tr.Node || calls.Load() != 1 ||
+	if run.State != dag.RunSuccess || tasks[0].Attempts != 1 || tasks[0].Node != tr.Node || calls.Load() != 1 ||
 		strings.Contains(tasks[0].Log, "counted failed") {
 		t.Errorf("run %s, task %+v, %d calls; want one attempt on %s", run.State, tasks[0], calls.Load(), tr.Node)
 	}
@@ -249,8 +166,8 @@ func TestEngineTakeOverOfAStoppedNode(t *testing.T) {
 	ctx := context.Background()
 	started := make(chan struct{})
 	lost := make(chan error, 1)
-	dag := orchestrate.DAG{Name: "takeover", Tasks: []orchestrate.Task{
-		{Name: "t", Retries: 2, Run: func(ctx context.Context, tc *orchestrate.TaskContext) error {
+	dg := dag.DAG{Name: "takeover", Tasks: []dag.Task{
+		{Name: "t", Retries: 2, Run: func(ctx context.Context, tc *dag.TaskContext) error {
 			if tc.Attempt > 1 {
 				tc.Log.Info("second attempt")
 				return nil
@@ -260,12 +177,12 @@ func TestEngineTakeOverOfAStoppedNode(t *testing.T) {
 			lost <- context.Cause(ctx)
 			return nil // as if it had finished its work after all
 		}},
-		{Name: "after", Deps: []string{"t"}, Run: func(context.Context, *orchestrate.TaskContext) error { return nil }},
+		{Name: "after", Deps: []string{"t"}, Run: func(context.Context, *dag.TaskContext) error { return nil }},
 	}}
 	// Whichever node finishes the run counts it.
 	m := telemetry.New()
 	// The silent node heartbeats once an hour: its attempt looks dead.
-	silentCfg := testConfig(reopen(t, url), dag)
+	silentCfg := testConfig(reopen(t, url), dg)
 	silentCfg.NodeID, silentCfg.HeartbeatInterval = "silent", time.Hour
 	silentCfg.Metrics = m
 	silent := start(t, silentCfg)
@@ -274,7 +191,7 @@ func TestEngineTakeOverOfAStoppedNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-started
-	liveCfg := testConfig(reopen(t, url), dag)
+	liveCfg := testConfig(reopen(t, url), dg)
 	liveCfg.NodeID, liveCfg.HeartbeatInterval, liveCfg.HeartbeatTimeout = "live", 50*time.Millisecond, 500*time.Millisecond
 	liveCfg.Metrics = m
 	live := start(t, liveCfg)
@@ -285,7 +202,7 @@ func TestEngineTakeOverOfAStoppedNode(t *testing.T) {
 		t.Errorf("the takeover took %s with a 500ms heartbeat timeout", elapsed)
 	}
 	tr := taskByName(t, tasks, "t")
-	if run.State != orchestrate.RunSuccess || tr.State != orchestrate.TaskSuccess || tr.Attempts != 2 ||
+	if run.State != dag.RunSuccess || tr.State != dag.TaskSuccess || tr.Attempts != 2 ||
 		!strings.Contains(tr.Log, "attempt 1 counted failed") ||
 		!strings.Contains(tr.Log, "the scheduler node running it (silent) stopped (no heartbeat for") ||
 		!strings.Contains(tr.Log, "second attempt") {
@@ -309,10 +226,10 @@ func TestEngineTakeOverOfAStoppedNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := taskByName(t, again, "t"); got.State != orchestrate.TaskSuccess || got.Attempts != 2 || !got.Finished.Equal(*tr.Finished) {
+	if got := taskByName(t, again, "t"); got.State != dag.TaskSuccess || got.Attempts != 2 || !got.Finished.Equal(*tr.Finished) {
 		t.Errorf("after the lost attempt returned, the task is %+v", got)
 	}
-	if n := testutil.ToFloat64(m.DAGRuns.WithLabelValues("takeover", orchestrate.RunSuccess)); n != 1 {
+	if n := testutil.ToFloat64(m.DAGRuns.WithLabelValues("takeover", string(dag.RunSuccess))); n != 1 {
 		t.Errorf("the run was counted %v times", n)
 	}
 }

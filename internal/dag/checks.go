@@ -1,4 +1,4 @@
-package orchestrate
+package dag
 
 import (
 	"errors"
@@ -7,6 +7,26 @@ import (
 	"strconv"
 	"strings"
 )
+
+// CheckResult is one check a task carried out: kept with its task run
+// (task_runs.checks) and, by the shipped DAGs, in their reports
+// (quality_reports.checks, pipeline_health.checks), stored as JSON. A check
+// passes when Value compares to Threshold as Op says (at most, by default),
+// unless Detail says otherwise: a check that could not be carried out fails
+// whatever its Value. A skipped check (nothing to check, or no broker
+// configured) passes.
+type CheckResult struct {
+	Name      string  `json:"name"`
+	Passed    bool    `json:"passed"`
+	Value     float64 `json:"value"`
+	Threshold float64 `json:"threshold"`
+	// Unit is UnitCount (empty), UnitRatio or UnitSeconds.
+	Unit string `json:"unit,omitempty"`
+	// Op is AtMost (or empty) or Equal.
+	Op      string `json:"op,omitempty"`
+	Detail  string `json:"detail"`
+	Skipped bool   `json:"skipped,omitempty"`
+}
 
 // ErrChecksFailed is what errors.Is finds in the error of a task whose
 // checks were carried out and found failures (see ChecksFailedError).
@@ -66,9 +86,10 @@ func (e *ChecksFailedError) Failed() []CheckResult {
 	return out
 }
 
-// verdict returns a *ChecksFailedError when any of checks failed, else
-// nil.
-func verdict(kind string, checks []CheckResult) error {
+// Verdict returns a *ChecksFailedError naming the checks of the given
+// kind ("quality", "health") when any of them failed, else nil: what a
+// checking task returns once it has recorded its checks.
+func Verdict(kind string, checks []CheckResult) error {
 	for _, c := range checks {
 		if !c.Passed {
 			return &ChecksFailedError{Kind: kind, Checks: checks}
@@ -139,6 +160,8 @@ func (c CheckResult) FormatValue(v float64) string {
 	}
 }
 
+// trimZeros drops a decimal fraction's trailing zeros ("1.50" → "1.5",
+// "2.0" → "2").
 func trimZeros(s string) string {
 	if strings.Contains(s, ".") {
 		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
@@ -147,9 +170,21 @@ func trimZeros(s string) string {
 }
 
 // PermanentError is a task's error that retrying cannot cure (bad input,
-// a file that may not be read): the task fails at once, without using its
-// retries.
+// missing data, a file that may not be read): the task fails at once,
+// without using its retries, and its River job is cancelled rather than
+// retried. Any other error is taken for a transient one and retried.
 type PermanentError struct{ Err error }
 
+// Permanent wraps err (nil stays nil) as a *PermanentError.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// Error is the wrapped error's message.
 func (e *PermanentError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the wrapped error.
 func (e *PermanentError) Unwrap() error { return e.Err }

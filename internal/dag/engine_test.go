@@ -1,4 +1,4 @@
-package orchestrate_test
+package dag_test
 
 import (
 	"context"
@@ -14,9 +14,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/stockpipe/stockpipe/internal/orchestrate"
+	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
-	"github.com/stockpipe/stockpipe/internal/store"
+	"github.com/stockpipe/stockpipe/internal/retry"
 )
 
 // The package's TestMain (main_test.go) starts the PostgreSQL that
@@ -24,25 +24,37 @@ import (
 
 var quiet = slog.New(slog.DiscardHandler)
 
-// openDB returns a pool on a fresh, fully migrated database and its URL.
-func openDB(t *testing.T) (*pgxpool.Pool, string) {
+// newPool returns a pool of up to maxConns connections on the database at
+// url, closed when the test ends.
+func newPool(t *testing.T, url string, maxConns int32) *pgxpool.Pool {
 	t.Helper()
-	ctx := context.Background()
-	url := pgtest.New(t)
-	pool, err := store.Open(ctx, url, 10)
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = maxConns
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := store.Migrate(ctx, pool, quiet); err != nil {
-		t.Fatal(err)
-	}
-	// River's migrations are idempotent and safe to run concurrently, as
-	// when several nodes start at once.
+	return pool
+}
+
+// openDB returns a pool on a fresh database with the engine's tables and
+// River's, and its URL. The engine needs nothing else: its tests never
+// migrate store's schema.
+func openDB(t *testing.T) (*pgxpool.Pool, string) {
+	t.Helper()
+	ctx := context.Background()
+	url := pgtest.New(t)
+	pool := newPool(t, url, 10)
+	// The engine's migrations and River's are idempotent and safe to run
+	// concurrently, as when several nodes start at once.
 	var wg sync.WaitGroup
 	errs := make([]error, 3)
 	for i := range errs {
-		wg.Go(func() { errs[i] = orchestrate.Migrate(ctx, pool) })
+		wg.Go(func() { errs[i] = dag.Migrate(ctx, pool) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -52,21 +64,29 @@ func openDB(t *testing.T) (*pgxpool.Pool, string) {
 }
 
 // testConfig is a Config with short retries and polling.
-func testConfig(pool *pgxpool.Pool, dags ...orchestrate.DAG) orchestrate.Config {
-	return orchestrate.Config{
+func testConfig(pool *pgxpool.Pool, dags ...dag.DAG) dag.Config {
+	return dag.Config{
 		Pool:         pool,
 		DAGs:         dags,
 		Logger:       quiet,
-		RetryBase:    20 * time.Millisecond,
-		RetryMax:     100 * time.Millisecond,
+		Retry:        retry.Policy{Name: "test task", Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond},
 		PollInterval: 50 * time.Millisecond,
 	}
 }
 
+// textParams declares text parameters with the given defaults.
+func textParams(defaults ...string) []dag.Param {
+	var ps []dag.Param
+	for i := 0; i+1 < len(defaults); i += 2 {
+		ps = append(ps, dag.Param{Name: defaults[i], Type: dag.Text, Default: defaults[i+1]})
+	}
+	return ps
+}
+
 // start creates and starts a Scheduler, stopping it when the test ends.
-func start(t *testing.T, cfg orchestrate.Config) *orchestrate.Scheduler {
+func start(t *testing.T, cfg dag.Config) *dag.Scheduler {
 	t.Helper()
-	s, err := orchestrate.New(cfg)
+	s, err := dag.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,11 +123,11 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() (bo
 }
 
 // waitRun waits until run id has finished and returns it with its tasks.
-func waitRun(t *testing.T, s *orchestrate.Scheduler, id int64) (orchestrate.Run, []orchestrate.TaskRun) {
+func waitRun(t *testing.T, s *dag.Scheduler, id int64) (dag.Run, []dag.TaskRun) {
 	t.Helper()
 	var (
-		run   orchestrate.Run
-		tasks []orchestrate.TaskRun
+		run   dag.Run
+		tasks []dag.TaskRun
 	)
 	eventually(t, 20*time.Second, fmt.Sprintf("run %d to finish", id), func() (bool, error) {
 		var err error
@@ -117,7 +137,7 @@ func waitRun(t *testing.T, s *orchestrate.Scheduler, id int64) (orchestrate.Run,
 	return run, tasks
 }
 
-func taskByName(t *testing.T, tasks []orchestrate.TaskRun, name string) orchestrate.TaskRun {
+func taskByName(t *testing.T, tasks []dag.TaskRun, name string) dag.TaskRun {
 	t.Helper()
 	for _, tr := range tasks {
 		if tr.Task == name {
@@ -125,7 +145,7 @@ func taskByName(t *testing.T, tasks []orchestrate.TaskRun, name string) orchestr
 		}
 	}
 	t.Fatalf("no task %q in %+v", name, tasks)
-	return orchestrate.TaskRun{}
+	return dag.TaskRun{}
 }
 
 func count(t *testing.T, pool *pgxpool.Pool, q string, args ...any) int {
@@ -146,9 +166,9 @@ func TestEngineDiamondOrder(t *testing.T) {
 		mu    sync.Mutex
 		order []string
 	)
-	step := func(name string) func(context.Context, *orchestrate.TaskContext) error {
-		return func(_ context.Context, tc *orchestrate.TaskContext) error {
-			tc.Log.Info("working", "step", name, "param", tc.Params["p"])
+	step := func(name string) func(context.Context, *dag.TaskContext) error {
+		return func(_ context.Context, tc *dag.TaskContext) error {
+			tc.Log.Info("working", "step", name, "param", tc.Params.String("p"))
 			time.Sleep(10 * time.Millisecond)
 			mu.Lock()
 			order = append(order, name)
@@ -156,23 +176,23 @@ func TestEngineDiamondOrder(t *testing.T) {
 			return nil
 		}
 	}
-	dag := orchestrate.DAG{
+	dg := dag.DAG{
 		Name:   "diamond",
-		Params: map[string]string{"p": "default", "q": "kept"},
-		Tasks: []orchestrate.Task{
+		Params: textParams("p", "default", "q", "kept"),
+		Tasks: []dag.Task{
 			{Name: "d", Deps: []string{"b", "c"}, Run: step("d")},
 			{Name: "b", Deps: []string{"a"}, Run: step("b")},
 			{Name: "c", Deps: []string{"a"}, Run: step("c")},
 			{Name: "a", Run: step("a")},
 		},
 	}
-	s := start(t, testConfig(pool, dag))
+	s := start(t, testConfig(pool, dg))
 	id, err := s.Trigger(context.Background(), "diamond", day.Add(13*time.Hour), map[string]string{"p": "given"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	run, tasks := waitRun(t, s, id)
-	if run.State != orchestrate.RunSuccess || run.Started == nil || run.DAG != "diamond" {
+	if run.State != dag.RunSuccess || run.Started == nil || run.DAG != "diamond" {
 		t.Fatalf("run = %+v", run)
 	}
 	if !run.LogicalDate.Equal(day) {
@@ -192,7 +212,7 @@ func TestEngineDiamondOrder(t *testing.T) {
 	var names []string
 	for _, tr := range tasks {
 		names = append(names, tr.Task)
-		if tr.State != orchestrate.TaskSuccess || tr.Attempts != 1 || tr.Started == nil || tr.Finished == nil || tr.Duration <= 0 {
+		if tr.State != dag.TaskSuccess || tr.Attempts != 1 || tr.Started == nil || tr.Finished == nil || tr.Duration <= 0 {
 			t.Errorf("task %+v", tr)
 		}
 		if !strings.Contains(tr.Log, "msg=working step="+tr.Task+" param=given") {
@@ -209,8 +229,8 @@ func TestEngineDiamondOrder(t *testing.T) {
 }
 
 // flaky fails its first failures calls, then succeeds.
-func flaky(failures int32, calls *atomic.Int32) func(context.Context, *orchestrate.TaskContext) error {
-	return func(_ context.Context, tc *orchestrate.TaskContext) error {
+func flaky(failures int32, calls *atomic.Int32) func(context.Context, *dag.TaskContext) error {
+	return func(_ context.Context, tc *dag.TaskContext) error {
 		n := calls.Add(1)
 		if n <= failures {
 			tc.Log.Info("about to fail", "call", n)
@@ -225,13 +245,13 @@ func TestEngineRetry(t *testing.T) {
 	pool, _ := openDB(t)
 	var ok, bad atomic.Int32
 	var downstream atomic.Int32
-	noop := func(context.Context, *orchestrate.TaskContext) error { downstream.Add(1); return nil }
-	dags := []orchestrate.DAG{
-		{Name: "recovers", Tasks: []orchestrate.Task{
+	noop := func(context.Context, *dag.TaskContext) error { downstream.Add(1); return nil }
+	dags := []dag.DAG{
+		{Name: "recovers", Tasks: []dag.Task{
 			{Name: "flaky", Retries: 2, Run: flaky(2, &ok)},
 			{Name: "after", Deps: []string{"flaky"}, Run: noop},
 		}},
-		{Name: "gives_up", Tasks: []orchestrate.Task{
+		{Name: "gives_up", Tasks: []dag.Task{
 			{Name: "flaky", Retries: 1, Run: flaky(2, &bad)},
 			{Name: "after", Deps: []string{"flaky"}, Run: noop},
 			{Name: "last", Deps: []string{"after"}, Run: noop},
@@ -249,28 +269,28 @@ func TestEngineRetry(t *testing.T) {
 	}
 
 	run, tasks := waitRun(t, s, okID)
-	if run.State != orchestrate.RunSuccess {
+	if run.State != dag.RunSuccess {
 		t.Errorf("recovering run state %s", run.State)
 	}
-	if f := taskByName(t, tasks, "flaky"); f.State != orchestrate.TaskSuccess || f.Attempts != 3 || f.Error != "" ||
+	if f := taskByName(t, tasks, "flaky"); f.State != dag.TaskSuccess || f.Attempts != 3 || f.Error != "" ||
 		!strings.Contains(f.Log, "call=2") || !strings.Contains(f.Log, "--- attempt 3") {
 		t.Errorf("flaky task %+v", f)
 	}
-	if a := taskByName(t, tasks, "after"); a.State != orchestrate.TaskSuccess {
+	if a := taskByName(t, tasks, "after"); a.State != dag.TaskSuccess {
 		t.Errorf("downstream task %+v", a)
 	}
 
 	run, tasks = waitRun(t, s, badID)
-	if run.State != orchestrate.RunFailed {
+	if run.State != dag.RunFailed {
 		t.Errorf("failing run state %s", run.State)
 	}
 	f := taskByName(t, tasks, "flaky")
-	if f.State != orchestrate.TaskFailed || f.Attempts != 2 || !strings.Contains(f.Error, "boom 2") ||
+	if f.State != dag.TaskFailed || f.Attempts != 2 || !strings.Contains(f.Error, "boom 2") ||
 		!strings.Contains(f.Log, "task failed") || !strings.Contains(f.Log, "boom 2") {
 		t.Errorf("failed task %+v", f)
 	}
 	for _, name := range []string{"after", "last"} {
-		if a := taskByName(t, tasks, name); a.State != orchestrate.TaskUpstreamFailed || a.Attempts != 0 {
+		if a := taskByName(t, tasks, name); a.State != dag.TaskUpstreamFailed || a.Attempts != 0 {
 			t.Errorf("downstream task %+v", a)
 		}
 	}
@@ -293,24 +313,24 @@ func TestEngineRetriggerKeepsHistory(t *testing.T) {
 	t.Parallel()
 	pool, _ := openDB(t)
 	var first, second atomic.Int32
-	dag := orchestrate.DAG{Name: "rerun", Params: map[string]string{"p": "1"}, Tasks: []orchestrate.Task{
-		{Name: "first", Run: func(context.Context, *orchestrate.TaskContext) error { first.Add(1); return nil }},
-		{Name: "second", Deps: []string{"first"}, Run: func(_ context.Context, tc *orchestrate.TaskContext) error {
-			tc.Log.Info("param", "p", tc.Params["p"])
+	dg := dag.DAG{Name: "rerun", Params: textParams("p", "1"), Tasks: []dag.Task{
+		{Name: "first", Run: func(context.Context, *dag.TaskContext) error { first.Add(1); return nil }},
+		{Name: "second", Deps: []string{"first"}, Run: func(_ context.Context, tc *dag.TaskContext) error {
+			tc.Log.Info("param", "p", tc.Params.String("p"))
 			if second.Add(1) > 1 {
 				return errors.New("broken the second time")
 			}
 			return nil
 		}},
 	}}
-	s := start(t, testConfig(pool, dag))
+	s := start(t, testConfig(pool, dg))
 	ctx := context.Background()
 	id1, err := s.Trigger(ctx, "rerun", day, map[string]string{"p": "2"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	run1, tasks1 := waitRun(t, s, id1)
-	if run1.State != orchestrate.RunSuccess {
+	if run1.State != dag.RunSuccess {
 		t.Fatalf("first run %+v", run1)
 	}
 	// The same date, given as another moment of the day.
@@ -322,21 +342,21 @@ func TestEngineRetriggerKeepsHistory(t *testing.T) {
 		t.Fatalf("the second trigger of the date reused run %d", id1)
 	}
 	run2, tasks2 := waitRun(t, s, id2)
-	if run2.State != orchestrate.RunFailed || run2.Params["p"] != "1" || len(run2.Given) != 0 || !run2.LogicalDate.Equal(day) {
+	if run2.State != dag.RunFailed || run2.Params["p"] != "1" || len(run2.Given) != 0 || !run2.LogicalDate.Equal(day) {
 		t.Errorf("second run %+v: want failed, with the default p=1", run2)
 	}
-	if tr := taskByName(t, tasks2, "second"); tr.State != orchestrate.TaskFailed || !strings.Contains(tr.Log, "p=1") {
+	if tr := taskByName(t, tasks2, "second"); tr.State != dag.TaskFailed || !strings.Contains(tr.Log, "p=1") {
 		t.Errorf("second run's task %+v", tr)
 	}
 	again, tasks, err := s.Run(ctx, id1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again.State != orchestrate.RunSuccess || again.Params["p"] != "2" || !again.Finished.Equal(*run1.Finished) {
+	if again.State != dag.RunSuccess || again.Params["p"] != "2" || !again.Finished.Equal(*run1.Finished) {
 		t.Errorf("the first run became %+v", again)
 	}
 	for i, tr := range tasks {
-		if tr.State != orchestrate.TaskSuccess || tr.Attempts != 1 || tr.Log != tasks1[i].Log || !tr.Finished.Equal(*tasks1[i].Finished) {
+		if tr.State != dag.TaskSuccess || tr.Attempts != 1 || tr.Log != tasks1[i].Log || !tr.Finished.Equal(*tasks1[i].Finished) {
 			t.Errorf("the first run's task %s became %+v", tr.Task, tr)
 		}
 	}
@@ -360,15 +380,15 @@ func TestEngineBackfill(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ran sync.Map // dag/logical date -> count
-	task := func(_ context.Context, tc *orchestrate.TaskContext) error {
+	task := func(_ context.Context, tc *dag.TaskContext) error {
 		v, _ := ran.LoadOrStore(tc.DAG+"/"+tc.LogicalDate.Format(time.DateOnly), new(atomic.Int32))
 		v.(*atomic.Int32).Add(1)
 		return nil
 	}
-	dags := []orchestrate.DAG{
-		{Name: "daily", Schedule: "0 18 * * *", Location: ny, Tasks: []orchestrate.Task{{Name: "t", Run: task}}},
-		{Name: "weekdays", Schedule: "30 16 * * 1-5", Location: ny, Tasks: []orchestrate.Task{{Name: "t", Run: task}}},
-		{Name: "manual", Tasks: []orchestrate.Task{{Name: "t", Run: task}}},
+	dags := []dag.DAG{
+		{Name: "daily", Schedule: "0 18 * * *", Location: ny, Tasks: []dag.Task{{Name: "t", Run: task}}},
+		{Name: "weekdays", Schedule: "30 16 * * 1-5", Location: ny, Tasks: []dag.Task{{Name: "t", Run: task}}},
+		{Name: "manual", Tasks: []dag.Task{{Name: "t", Run: task}}},
 	}
 	s := start(t, testConfig(pool, dags...))
 	ctx := context.Background()
@@ -396,7 +416,7 @@ func TestEngineBackfill(t *testing.T) {
 		var dates []string
 		for _, id := range ids {
 			run, _ := waitRun(t, s, id)
-			if run.State != orchestrate.RunSuccess {
+			if run.State != dag.RunSuccess {
 				t.Errorf("%s run %+v", d.Name, run)
 			}
 			if run.LogicalDate.Location().String() != loc.String() || run.LogicalDate.Hour() != 0 {
@@ -425,7 +445,7 @@ func TestEngineBackfill(t *testing.T) {
 	if _, err := s.Backfill(ctx, "daily", day, day.Add(-time.Hour), nil); err == nil {
 		t.Error("backfill of an inverted range succeeded")
 	}
-	if _, err := s.Backfill(ctx, "nope", day, day, nil); !errors.Is(err, orchestrate.ErrUnknownDAG) {
+	if _, err := s.Backfill(ctx, "nope", day, day, nil); !errors.Is(err, dag.ErrUnknownDAG) {
 		t.Errorf("backfill of an unknown DAG: %v", err)
 	}
 }
@@ -442,9 +462,9 @@ func TestEngineTwoNodes(t *testing.T) {
 		CREATE TABLE executions (run_id bigint, task text, node text)`); err != nil {
 		t.Fatal(err)
 	}
-	dag := func(node string) orchestrate.DAG {
-		step := func(name string) func(context.Context, *orchestrate.TaskContext) error {
-			return func(ctx context.Context, tc *orchestrate.TaskContext) error {
+	dg := func(node string) dag.DAG {
+		step := func(name string) func(context.Context, *dag.TaskContext) error {
+			return func(ctx context.Context, tc *dag.TaskContext) error {
 				if _, err := tc.Pool.Exec(ctx, `
 					INSERT INTO counters VALUES ($1, 1) ON CONFLICT (task) DO UPDATE SET n = counters.n + 1`, name); err != nil {
 					return err
@@ -456,41 +476,36 @@ func TestEngineTwoNodes(t *testing.T) {
 				return nil
 			}
 		}
-		return orchestrate.DAG{Name: "shared", Tasks: []orchestrate.Task{
+		return dag.DAG{Name: "shared", Tasks: []dag.Task{
 			{Name: "extract", Run: step("extract")},
 			{Name: "load", Deps: []string{"extract"}, Run: step("load")},
 			{Name: "report", Deps: []string{"extract"}, Run: step("report")},
 		}}
 	}
-	var nodes []*orchestrate.Scheduler
+	var nodes []*dag.Scheduler
 	for _, name := range []string{"node1", "node2"} {
-		p, err := store.Open(ctx, url, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Close)
-		cfg := testConfig(p, dag(name))
+		cfg := testConfig(newPool(t, url, 10), dg(name))
 		cfg.Workers = 3
 		nodes = append(nodes, start(t, cfg))
 	}
 	// A process that only triggers, such as the command line.
-	trigger, err := orchestrate.NewClient(testConfig(pool, dag("client")))
+	trigger, err := dag.NewClient(testConfig(pool, dg("client")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := trigger.Start(ctx); !errors.Is(err, orchestrate.ErrNotWorker) {
+	if err := trigger.Start(ctx); !errors.Is(err, dag.ErrNotWorker) {
 		t.Errorf("Start of a client-only scheduler: %v", err)
 	}
 	const runs = 20
 	ids := make([]int64, runs)
 	for i := range runs {
-		by := []*orchestrate.Scheduler{nodes[0], nodes[1], trigger}[i%3]
+		by := []*dag.Scheduler{nodes[0], nodes[1], trigger}[i%3]
 		if ids[i], err = by.Trigger(ctx, "shared", day.AddDate(0, 0, i), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, id := range ids {
-		if run, _ := waitRun(t, trigger, id); run.State != orchestrate.RunSuccess {
+		if run, _ := waitRun(t, trigger, id); run.State != dag.RunSuccess {
 			t.Errorf("run %+v", run)
 		}
 	}
@@ -523,23 +538,23 @@ func TestEngineTimeout(t *testing.T) {
 	t.Parallel()
 	pool, _ := openDB(t)
 	var calls atomic.Int32
-	dags := []orchestrate.DAG{
-		{Name: "stuck", Tasks: []orchestrate.Task{
+	dags := []dag.DAG{
+		{Name: "stuck", Tasks: []dag.Task{
 			// Honours its context.
-			{Name: "waits", Timeout: 100 * time.Millisecond, Run: func(ctx context.Context, _ *orchestrate.TaskContext) error {
+			{Name: "waits", Timeout: 100 * time.Millisecond, Run: func(ctx context.Context, _ *dag.TaskContext) error {
 				<-ctx.Done()
 				return ctx.Err()
 			}},
 		}},
-		{Name: "deaf", Tasks: []orchestrate.Task{
+		{Name: "deaf", Tasks: []dag.Task{
 			// Ignores its context; the attempt ends at the timeout anyway.
-			{Name: "sleeps", Timeout: 100 * time.Millisecond, Run: func(context.Context, *orchestrate.TaskContext) error {
+			{Name: "sleeps", Timeout: 100 * time.Millisecond, Run: func(context.Context, *dag.TaskContext) error {
 				time.Sleep(time.Second)
 				return nil
 			}},
 		}},
-		{Name: "slow_once", Tasks: []orchestrate.Task{
-			{Name: "t", Timeout: 100 * time.Millisecond, Retries: 1, Run: func(ctx context.Context, _ *orchestrate.TaskContext) error {
+		{Name: "slow_once", Tasks: []dag.Task{
+			{Name: "t", Timeout: 100 * time.Millisecond, Retries: 1, Run: func(ctx context.Context, _ *dag.TaskContext) error {
 				if calls.Add(1) == 1 {
 					<-ctx.Done()
 					return ctx.Err()
@@ -556,7 +571,7 @@ func TestEngineTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 		run, tasks := waitRun(t, s, id)
-		if run.State != orchestrate.RunFailed || tasks[0].State != orchestrate.TaskFailed ||
+		if run.State != dag.RunFailed || tasks[0].State != dag.TaskFailed ||
 			!strings.Contains(tasks[0].Error, "timed out after 100ms") {
 			t.Errorf("%s: run %+v tasks %+v", name, run, tasks)
 		}
@@ -569,7 +584,7 @@ func TestEngineTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	run, tasks := waitRun(t, s, id)
-	if run.State != orchestrate.RunSuccess || tasks[0].Attempts != 2 {
+	if run.State != dag.RunSuccess || tasks[0].Attempts != 2 {
 		t.Errorf("retried timeout: run %+v tasks %+v", run, tasks)
 	}
 }
@@ -583,11 +598,11 @@ func TestEngineSchedule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noop := func(context.Context, *orchestrate.TaskContext) error { return nil }
-	dags := []orchestrate.DAG{
-		{Name: "close", Schedule: "30 16 * * 1-5", Location: ny, Tasks: []orchestrate.Task{{Name: "t", Run: noop}}},
-		{Name: "health", Schedule: "*/5 * * * *", Tasks: []orchestrate.Task{{Name: "t", Run: noop}}},
-		{Name: "manual", Tasks: []orchestrate.Task{{Name: "t", Run: noop}}},
+	noop := func(context.Context, *dag.TaskContext) error { return nil }
+	dags := []dag.DAG{
+		{Name: "close", Schedule: "30 16 * * 1-5", Location: ny, Tasks: []dag.Task{{Name: "t", Run: noop}}},
+		{Name: "health", Schedule: "*/5 * * * *", Tasks: []dag.Task{{Name: "t", Run: noop}}},
+		{Name: "manual", Tasks: []dag.Task{{Name: "t", Run: noop}}},
 	}
 	// Friday 6 November 2026, 16:32 in New York.
 	now := time.Date(2026, 11, 6, 16, 32, 0, 0, ny)
@@ -638,41 +653,41 @@ func TestEngineSchedule(t *testing.T) {
 
 func TestEngineNewRejectsBadDAGs(t *testing.T) {
 	t.Parallel()
-	noop := func(context.Context, *orchestrate.TaskContext) error { return nil }
+	noop := func(context.Context, *dag.TaskContext) error { return nil }
 	cases := []struct {
 		name string
-		dags []orchestrate.DAG
+		dags []dag.DAG
 		want []string
 	}{
-		{"cycle", []orchestrate.DAG{{Name: "x", Tasks: []orchestrate.Task{
+		{"cycle", []dag.DAG{{Name: "x", Tasks: []dag.Task{
 			{Name: "a", Run: noop},
 			{Name: "b", Deps: []string{"a", "d"}, Run: noop},
 			{Name: "c", Deps: []string{"b"}, Run: noop},
 			{Name: "d", Deps: []string{"c"}, Run: noop},
 		}}}, []string{`DAG "x"`, "cycle", "b → c → d → b"}},
-		{"unknown dep", []orchestrate.DAG{{Name: "x", Tasks: []orchestrate.Task{
+		{"unknown dep", []dag.DAG{{Name: "x", Tasks: []dag.Task{
 			{Name: "a", Deps: []string{"ghost"}, Run: noop},
 		}}}, []string{`task "a" depends on unknown task "ghost"`}},
-		{"self dep", []orchestrate.DAG{{Name: "x", Tasks: []orchestrate.Task{
+		{"self dep", []dag.DAG{{Name: "x", Tasks: []dag.Task{
 			{Name: "a", Deps: []string{"a"}, Run: noop},
 		}}}, []string{`task "a" depends on itself`}},
-		{"duplicate DAG", []orchestrate.DAG{
-			{Name: "x", Tasks: []orchestrate.Task{{Name: "a", Run: noop}}},
-			{Name: "x", Tasks: []orchestrate.Task{{Name: "a", Run: noop}}},
+		{"duplicate DAG", []dag.DAG{
+			{Name: "x", Tasks: []dag.Task{{Name: "a", Run: noop}}},
+			{Name: "x", Tasks: []dag.Task{{Name: "a", Run: noop}}},
 		}, []string{`DAG "x" is defined twice`}},
-		{"duplicate task", []orchestrate.DAG{{Name: "x", Tasks: []orchestrate.Task{
+		{"duplicate task", []dag.DAG{{Name: "x", Tasks: []dag.Task{
 			{Name: "a", Run: noop}, {Name: "a", Run: noop},
 		}}}, []string{`task "a" is defined twice`}},
-		{"bad cron", []orchestrate.DAG{{Name: "x", Schedule: "30 25 * * *", Tasks: []orchestrate.Task{{Name: "a", Run: noop}}}},
+		{"bad cron", []dag.DAG{{Name: "x", Schedule: "30 25 * * *", Tasks: []dag.Task{{Name: "a", Run: noop}}}},
 			[]string{`schedule "30 25 * * *"`}},
-		{"interval", []orchestrate.DAG{{Name: "x", Schedule: "@every 5m", Tasks: []orchestrate.Task{{Name: "a", Run: noop}}}},
+		{"interval", []dag.DAG{{Name: "x", Schedule: "@every 5m", Tasks: []dag.Task{{Name: "a", Run: noop}}}},
 			[]string{"not a calendar schedule"}},
-		{"no run", []orchestrate.DAG{{Name: "x", Tasks: []orchestrate.Task{{Name: "a"}}}}, []string{"no Run function"}},
-		{"no tasks", []orchestrate.DAG{{Name: "x"}}, []string{"has no tasks"}},
-		{"no name", []orchestrate.DAG{{Tasks: []orchestrate.Task{{Name: "a", Run: noop}}}}, []string{"has no name"}},
+		{"no run", []dag.DAG{{Name: "x", Tasks: []dag.Task{{Name: "a"}}}}, []string{"no Run function"}},
+		{"no tasks", []dag.DAG{{Name: "x"}}, []string{"has no tasks"}},
+		{"no name", []dag.DAG{{Tasks: []dag.Task{{Name: "a", Run: noop}}}}, []string{"has no name"}},
 	}
 	for _, c := range cases {
-		_, err := orchestrate.New(orchestrate.Config{DAGs: c.dags, Logger: quiet})
+		_, err := dag.New(dag.Config{DAGs: c.dags, Logger: quiet})
 		if err == nil {
 			t.Errorf("%s: New accepted %+v", c.name, c.dags)
 			continue
@@ -684,14 +699,14 @@ func TestEngineNewRejectsBadDAGs(t *testing.T) {
 		}
 	}
 	// Several problems are reported together.
-	_, err := orchestrate.New(orchestrate.Config{DAGs: []orchestrate.DAG{
-		{Name: "x", Tasks: []orchestrate.Task{{Name: "a", Deps: []string{"ghost"}, Run: noop}}},
-		{Name: "y", Schedule: "nonsense", Tasks: []orchestrate.Task{{Name: "a", Run: noop}}},
+	_, err := dag.New(dag.Config{DAGs: []dag.DAG{
+		{Name: "x", Tasks: []dag.Task{{Name: "a", Deps: []string{"ghost"}, Run: noop}}},
+		{Name: "y", Schedule: "nonsense", Tasks: []dag.Task{{Name: "a", Run: noop}}},
 	}})
 	if err == nil || !strings.Contains(err.Error(), "ghost") || !strings.Contains(err.Error(), "nonsense") {
 		t.Errorf("combined error %v", err)
 	}
-	if _, err := orchestrate.New(orchestrate.Config{DAGs: []orchestrate.DAG{{Name: "x", Tasks: []orchestrate.Task{{Name: "a", Run: noop}}}}}); err == nil {
+	if _, err := dag.New(dag.Config{DAGs: []dag.DAG{{Name: "x", Tasks: []dag.Task{{Name: "a", Run: noop}}}}}); err == nil {
 		t.Error("New accepted a nil pool")
 	}
 }
@@ -702,15 +717,15 @@ func TestEngineNextRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noop := func(context.Context, *orchestrate.TaskContext) error { return nil }
+	noop := func(context.Context, *dag.TaskContext) error { return nil }
 	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	s, err := orchestrate.NewClient(orchestrate.Config{Pool: pool, Logger: quiet, DAGs: []orchestrate.DAG{
-		{Name: "close", Schedule: "30 16 * * 1-5", Location: ny, Tasks: []orchestrate.Task{{Name: "a", Run: noop}}},
-		{Name: "manual", Tasks: []orchestrate.Task{{Name: "a", Run: noop}}},
+	s, err := dag.NewClient(dag.Config{Pool: pool, Logger: quiet, DAGs: []dag.DAG{
+		{Name: "close", Schedule: "30 16 * * 1-5", Location: ny, Tasks: []dag.Task{{Name: "a", Run: noop}}},
+		{Name: "manual", Tasks: []dag.Task{{Name: "a", Run: noop}}},
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -738,12 +753,5 @@ func TestEngineNextRun(t *testing.T) {
 	if got := s.DAGs(); len(got) != 2 || got[0].Name != "close" {
 		t.Errorf("DAGs() = %+v", got)
 	}
-	// The shipped DAGs pass validation.
-	shipped, err := orchestrate.NewClient(orchestrate.Config{Pool: pool, Logger: quiet, DAGs: orchestrate.Shipped(orchestrate.Deps{})})
-	if err != nil {
-		t.Fatalf("shipped DAGs: %v", err)
-	}
-	if len(shipped.DAGs()) == 0 {
-		t.Error("no shipped DAGs")
-	}
+	// (That the shipped DAGs pass validation is job's TestDAGShippedDefinitions.)
 }

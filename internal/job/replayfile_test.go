@@ -1,6 +1,6 @@
 //go:build linux
 
-package orchestrate
+package job
 
 import (
 	"errors"
