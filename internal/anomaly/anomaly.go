@@ -261,7 +261,11 @@ func (d *Detector) Observe(dst []Anomaly, t *market.Tick, c Context) []Anomaly {
 	if t.Size > 0 {
 		dst = d.observeVolume(dst, t, ns)
 	}
-	if t.Bid > 0 && t.Ask >= t.Bid && !math.IsInf(t.Ask, 0) {
+	// A tick without a quote (a trade-only feed's) says nothing about the
+	// spread: it neither joins the typical spread nor starts or ends a
+	// blow-out. Nor does a quote the rules would have rejected (a side at
+	// 0, crossed, infinite).
+	if t.HasQuote() && t.Bid > 0 && t.Ask >= t.Bid && !math.IsInf(t.Ask, 0) {
 		dst = d.observeSpread(dst, t, ns)
 	}
 	if priceOK && c.HasBands {

@@ -3,6 +3,8 @@ package anomaly
 import (
 	"math"
 	"math/rand/v2"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -325,6 +327,59 @@ func TestSpreadBlowout(t *testing.T) {
 	checkSane(t, out)
 	if len(out) != 0 {
 		t.Fatalf("after a locked market: %+v", out)
+	}
+}
+
+// TestSpreadSkipsTicksWithoutQuote feeds ticks without a quote, as a
+// trade-only feed sends them, at each stage of the spread detector: they
+// raise no spread_blowout and leave its state (the window of spreads, the
+// episode) as it was, while the other detectors still see them.
+func TestSpreadSkipsTicksWithoutQuote(t *testing.T) {
+	cfg := DefaultConfig()
+	for _, tc := range []struct {
+		name   string
+		quoted int // ordinary quoted ticks first
+		blown  int // then ticks with a blown-out spread
+		bare   int // then ticks without a quote
+	}{
+		{"trade-only from the start", 0, 0, 600},
+		{"in the warm-up", cfg.SpreadWarmup / 2, 0, 300},
+		{"after the warm-up", 500, 0, 300},
+		{"inside a blow-out", 500, 3, 300},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := NewDetector(cfg)
+			w := newWalk(11, "FHUB", 120)
+			// 300 ticks 100 ms apart: several cooldowns without a quote.
+			w.meanGap = 100 * time.Millisecond
+			out := feed(d, w, tc.quoted, nil)
+			out = append(out, feed(d, w, tc.blown, func(_ int, tk *market.Tick) { tk.Ask = cents(tk.Bid * 1.006) })...)
+			if got, want := len(ofKind(out, KindSpreadBlowout)), min(tc.blown, 1); got != want {
+				t.Fatalf("before the ticks without a quote: %d spread_blowout, want %d", got, want)
+			}
+			spr := window{ring: slices.Clone(d.spr.ring), sorted: slices.Clone(d.spr.sorted), head: d.spr.head, n: d.spr.n}
+			ep, volN := d.ep[epSpread], d.vol.n
+
+			bare := feed(d, w, tc.bare, func(_ int, tk *market.Tick) { tk.Bid, tk.Ask = 0, 0 })
+			checkSane(t, bare)
+			if got := ofKind(bare, KindSpreadBlowout); len(got) != 0 {
+				t.Errorf("ticks without a quote raised %+v", got)
+			}
+			if !reflect.DeepEqual(d.spr, spr) || d.ep[epSpread] != ep {
+				t.Errorf("ticks without a quote changed the spread state: window of %d spreads (head %d, typical %g) → %d (head %d, typical %g), episode %+v → %+v",
+					spr.n, spr.head, spr.typical(), d.spr.n, d.spr.head, d.spr.typical(), ep, d.ep[epSpread])
+			}
+			if d.vol.n != min(volN+tc.bare, cfg.VolumeWindow) || d.prevPrice != w.tick.Price {
+				t.Errorf("the other detectors did not see the ticks without a quote: %d sizes (had %d), previous price %v, last %v",
+					d.vol.n, volN, d.prevPrice, w.tick.Price)
+			}
+
+			// Quoted ticks carry on where they left off.
+			feed(d, w, 1, nil)
+			if d.spr.n != min(spr.n+1, cfg.SpreadWindow) {
+				t.Errorf("a quoted tick after them: %d spreads, want %d", d.spr.n, min(spr.n+1, cfg.SpreadWindow))
+			}
+		})
 	}
 }
 

@@ -90,7 +90,7 @@ func (s *Simulator) appendInvalid(dst []byte, y *simSym) []byte {
 		field := [...]string{"price", "bid", "ask"}[s.rng.IntN(3)]
 		val := [...]string{`"NaN"`, `"Infinity"`, `"-Infinity"`}[s.rng.IntN(3)]
 		return simReplaceField(dst, s.scratch, field, []byte(val))
-	case 6: // a required field missing
+	case 6: // a required field missing, or half of the quote (bid and ask come both or neither)
 		s.scratch = s.appendTick(s.scratch[:0], &t, y.name)
 		field := [...]string{"ts", "price", "size", "bid", "ask"}[s.rng.IntN(5)]
 		return simReplaceField(dst, s.scratch, field, nil)

@@ -16,7 +16,7 @@ type tickRow struct {
 	ts        time.Time
 	price     float64
 	size      int64
-	bid, ask  float64
+	bid, ask  *float64 // nil (NULL) for a tick without a quote
 	partition int32
 	offset    int64
 	ingested  time.Time

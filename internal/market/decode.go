@@ -28,7 +28,9 @@ const (
 	fSize
 	fBid
 	fAsk
-	fAll = fSymbol | fTS | fSeq | fPrice | fSize | fBid | fAsk
+	// fRequired are the fields every tick has; bid and ask come both or
+	// neither.
+	fRequired = fSymbol | fTS | fSeq | fPrice | fSize
 )
 
 // Decoder turns the tick wire format into Ticks. It is written by hand rather
@@ -51,13 +53,21 @@ func NewDecoder() *Decoder {
 // Decode parses b into t. On failure it returns a *Rejection saying why, and
 // t is left partly filled.
 //
-// Beyond JSON syntax it enforces what the format promises: every field
-// present exactly once with the right JSON type (numbers are not accepted as
-// strings, seq and size are integers), symbol matching ValidSymbol, ts in
-// RFC 3339 (an offset other than Z is accepted and converted to UTC; digits
-// beyond microseconds are truncated, the precision PostgreSQL keeps). Unknown
-// fields are skipped. The literals NaN and Infinity, which some encoders
-// write, are reported as bad_number rather than as malformed JSON.
+// Beyond JSON syntax it enforces what the format promises: symbol, ts, seq,
+// price and size present, and no known field more than once, each with the
+// right JSON type (numbers are not accepted as strings, seq and size are
+// integers), symbol matching ValidSymbol, ts in RFC 3339 (an offset other
+// than Z is accepted and converted to UTC; digits beyond microseconds are
+// truncated, the precision PostgreSQL keeps). Unknown fields are skipped.
+// The literals NaN and Infinity, which some encoders write, are reported as
+// bad_number rather than as malformed JSON.
+//
+// bid and ask are optional together: a tick from a trade-only feed has
+// neither, and decodes with Bid and Ask 0 (no quote, see Tick.HasQuote).
+// null for either counts as absent, since that is how many encoders write a
+// missing value. One without the other is bad_quote, and so are both given
+// as 0: that is no quote spelled as a quote, which would otherwise pass as
+// none. Other values, negative ones included, are left to Rules.Check.
 func (d *Decoder) Decode(b []byte, t *Tick) error {
 	if len(b) == 0 {
 		return reject(ReasonEmpty, "record has no value")
@@ -73,7 +83,7 @@ func (d *Decoder) Decode(b []byte, t *Tick) error {
 	if !p.eat('{') {
 		return p.syntax("expected a JSON object")
 	}
-	var seen int
+	var seen, quote int // fields met; which of bid and ask have a number
 	p.ws()
 	if p.eat('}') {
 		p.ws()
@@ -178,17 +188,25 @@ func (d *Decoder) Decode(b []byte, t *Tick) error {
 			}
 			t.Price = f
 		case fBid:
+			if p.null() {
+				break
+			}
 			f, err := p.float("bid")
 			if err != nil {
 				return err
 			}
 			t.Bid = f
+			quote |= fBid
 		case fAsk:
+			if p.null() {
+				break
+			}
 			f, err := p.float("ask")
 			if err != nil {
 				return err
 			}
 			t.Ask = f
+			quote |= fAsk
 		}
 		p.ws()
 		if p.eat(',') {
@@ -203,14 +221,29 @@ func (d *Decoder) Decode(b []byte, t *Tick) error {
 	if p.i != len(p.b) {
 		return p.syntax("unexpected bytes after the object")
 	}
-	if seen != fAll {
+	if seen&fRequired != fRequired {
 		return missing(seen)
+	}
+	switch quote {
+	case 0:
+		// No quote. Zeroed here because the fields may hold an earlier
+		// record's quote when the caller reuses t.
+		t.Bid, t.Ask = 0, 0
+	case fBid:
+		return reject(ReasonBadQuote, "bid without ask: a tick has both or neither")
+	case fAsk:
+		return reject(ReasonBadQuote, "ask without bid: a tick has both or neither")
+	default:
+		if !t.HasQuote() {
+			return reject(ReasonBadQuote, "bid "+fmtFloat(t.Bid)+" and ask "+fmtFloat(t.Ask)+
+				" must be above 0; a tick without a quote leaves both out")
+		}
 	}
 	return nil
 }
 
 func missing(seen int) error {
-	names := [...]string{"symbol", "ts", "seq", "price", "size", "bid", "ask"}
+	names := [...]string{"symbol", "ts", "seq", "price", "size"}
 	for i, n := range names {
 		if seen&(1<<i) == 0 {
 			return reject(ReasonMissingField, "field "+strconv.Quote(n)+" is missing")
@@ -272,6 +305,15 @@ func (p *scanner) ws() {
 func (p *scanner) eat(c byte) bool {
 	if p.i < len(p.b) && p.b[p.i] == c {
 		p.i++
+		return true
+	}
+	return false
+}
+
+// null consumes the literal null if it comes next.
+func (p *scanner) null() bool {
+	if len(p.b)-p.i >= 4 && string(p.b[p.i:p.i+4]) == "null" {
+		p.i += 4
 		return true
 	}
 	return false

@@ -8,7 +8,16 @@ import (
 )
 
 func BenchmarkDecode(b *testing.B) {
-	rec := []byte(goodJSON)
+	benchDecode(b, []byte(goodJSON))
+}
+
+// BenchmarkDecodeNoQuote decodes a trade-only feed's tick, without bid and
+// ask.
+func BenchmarkDecodeNoQuote(b *testing.B) {
+	benchDecode(b, []byte(rec(`-bid`, `-ask`)))
+}
+
+func benchDecode(b *testing.B, rec []byte) {
 	d := NewDecoder()
 	var tk Tick
 	b.SetBytes(int64(len(rec)))
@@ -104,6 +113,8 @@ func TestDecodeAllocs(t *testing.T) {
 		rec(`ts="2026-11-25T14:30:00.123456\u005a"`),
 		rec(`price=189.230000000000000000000000000000000000000000000000001`),
 		rec(`x=` + nest(maxDepth)),
+		rec(`-bid`, `-ask`),
+		rec(`bid=null`, `ask=null`),
 		" \n" + goodJSON + strings.Repeat(" ", 100),
 	} {
 		b := []byte(in)

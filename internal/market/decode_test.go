@@ -97,6 +97,8 @@ func withSym(s string) func(*Tick)    { return func(t *Tick) { t.Symbol = s } }
 func withPrice(f float64) func(*Tick) { return func(t *Tick) { t.Price = f } }
 func withSeq(n int64) func(*Tick)     { return func(t *Tick) { t.Seq = n } }
 func withSize(n int64) func(*Tick)    { return func(t *Tick) { t.Size = n } }
+func noQuote(t *Tick)                 { t.Bid, t.Ask = 0, 0 }
+func withBid(f float64) func(*Tick)   { return func(t *Tick) { t.Bid = f } }
 
 var decodeCases = []decodeCase{
 	// Valid records.
@@ -137,6 +139,31 @@ var decodeCases = []decodeCase{
 	{name: "unknown value nested 32 deep", in: rec(`x=` + nest(32))},
 	{name: "unknown value at the nesting limit", in: rec(`x=` + nest(maxDepth+1))},
 	{name: "payload exactly MaxPayload", in: goodJSON + strings.Repeat(" ", MaxPayload-len(goodJSON))},
+
+	// The quote: both or neither, null as good as absent.
+	{name: "no quote", in: rec(`-bid`, `-ask`), tick: noQuote},
+	{name: "bid and ask null", in: rec(`bid=null`, `ask=null`), tick: noQuote},
+	{name: "bid null, ask absent", in: rec(`bid=null`, `-ask`), tick: noQuote},
+	{name: "ask null, bid absent", in: rec(`-bid`, `ask=null`), tick: noQuote},
+	{name: "null quote spaced", in: `{"symbol":"AAPL","ts":"2026-11-25T14:30:00.123456Z","seq":1042,"price":189.23,"size":100,"bid" : null ,"ask":null }`, tick: noQuote},
+	{name: "no quote, other fields after it", in: `{"bid":null,"symbol":"AAPL","ts":"2026-11-25T14:30:00.123456Z","seq":1042,"price":189.23,"size":100}`, tick: noQuote},
+	{name: "no quote, unknown null field", in: rec(`-bid`, `-ask`, `quote=null`), tick: noQuote},
+	{name: "bid zero with an ask", in: rec(`bid=0`), tick: withBid(0)}, // a quote, and a bad one: Check's to reject
+	{name: "missing bid", in: rec(`-bid`), want: ReasonBadQuote},
+	{name: "missing ask", in: rec(`-ask`), want: ReasonBadQuote},
+	{name: "bid null, ask given", in: rec(`bid=null`), want: ReasonBadQuote},
+	{name: "ask null, bid given", in: rec(`ask=null`), want: ReasonBadQuote},
+	{name: "bid zero, ask absent", in: rec(`bid=0`, `-ask`), want: ReasonBadQuote},
+	{name: "bid and ask zero", in: rec(`bid=0`, `ask=0`), want: ReasonBadQuote},
+	{name: "bid and ask negative zero", in: rec(`bid=-0`, `ask=-0.0`), want: ReasonBadQuote},
+	{name: "bid and ask underflow to zero", in: rec(`bid=1e-400`, `ask=0e5`), want: ReasonBadQuote},
+	{name: "bid null twice", in: addRaw(rec(`bid=null`, `ask=null`), `"bid":null`), want: ReasonDuplicateKey},
+	{name: "bid null then a number", in: addRaw(rec(`bid=null`, `-ask`), `"bid":1`), want: ReasonDuplicateKey},
+	{name: "bid as the string null", in: rec(`bid="null"`), want: ReasonWrongType},
+	{name: "bid as a truncated null", in: rec(`bid=nul`), want: ReasonMalformedJSON},
+	{name: "bid as null and more", in: rec(`bid=nullx`), want: ReasonMalformedJSON},
+	{name: "bid as capitalised null", in: rec(`bid=Null`), want: ReasonMalformedJSON},
+	{name: "record ends after bid null", in: `{"bid":null`, want: ReasonMalformedJSON},
 
 	// ts variants.
 	{name: "ts no fraction", in: rec(`ts="2026-11-25T14:30:00Z"`), tick: withTS(utc(2026, 11, 25, 14, 30, 0, 0))},
@@ -266,8 +293,6 @@ var decodeCases = []decodeCase{
 	{name: "missing seq", in: rec(`-seq`), want: ReasonMissingField},
 	{name: "missing price", in: rec(`-price`), want: ReasonMissingField},
 	{name: "missing size", in: rec(`-size`), want: ReasonMissingField},
-	{name: "missing bid", in: rec(`-bid`), want: ReasonMissingField},
-	{name: "missing ask", in: rec(`-ask`), want: ReasonMissingField},
 	{name: "missing price, PRICE present", in: rec(`-price`, `PRICE=189.23`), want: ReasonMissingField},
 	{name: "duplicate price", in: addRaw(goodJSON, `"price":189.23`), want: ReasonDuplicateKey},
 	{name: "duplicate symbol", in: `{"symbol":"AAPL","symbol":"MSFT"}`, want: ReasonDuplicateKey},
@@ -384,7 +409,8 @@ func TestDecode(t *testing.T) {
 }
 
 // TestDecodeReusedTick checks that a Tick reused across records carries
-// nothing over: every field is set by every successful Decode.
+// nothing over: every field is set by every successful Decode, the quote
+// too when the record has none.
 func TestDecodeReusedTick(t *testing.T) {
 	d := NewDecoder()
 	tk := Tick{Symbol: "OLD", TS: time.Unix(1, 0), Seq: 9, Price: 9, Size: 9, Bid: 9, Ask: 9}
@@ -393,6 +419,52 @@ func TestDecodeReusedTick(t *testing.T) {
 	}
 	if !sameTick(tk, goodTick()) {
 		t.Fatalf("got %+v, want %+v", tk, goodTick())
+	}
+	for _, in := range []string{rec(`-bid`, `-ask`), rec(`bid=null`, `ask=null`)} {
+		tk.Bid, tk.Ask = 9, 9
+		if err := d.Decode([]byte(in), &tk); err != nil {
+			t.Fatal(err)
+		}
+		want := goodTick()
+		noQuote(&want)
+		if !sameTick(tk, want) || tk.HasQuote() {
+			t.Fatalf("%s after a quoted tick: got %+v, want %+v", in, tk, want)
+		}
+	}
+}
+
+// TestDecodeQuoteDetail checks that half a quote is rejected with a detail
+// that says which half and what the rule is.
+func TestDecodeQuoteDetail(t *testing.T) {
+	for in, want := range map[string]string{
+		rec(`-ask`):             "bid without ask: a tick has both or neither",
+		rec(`ask=null`):         "bid without ask: a tick has both or neither",
+		rec(`-bid`):             "ask without bid: a tick has both or neither",
+		rec(`bid=null`):         "ask without bid: a tick has both or neither",
+		rec(`bid=0`, `ask=0`):   "bid 0 and ask 0 must be above 0; a tick without a quote leaves both out",
+		rec(`bid=-0`, `ask=-0`): "bid -0 and ask -0 must be above 0; a tick without a quote leaves both out",
+	} {
+		var rj *Rejection
+		if err := NewDecoder().Decode([]byte(in), new(Tick)); !errors.As(err, &rj) || rj.Reason != ReasonBadQuote || rj.Detail != want {
+			t.Errorf("Decode(%s) = %v, want bad_quote: %s", in, err, want)
+		}
+	}
+}
+
+// TestNoQuoteIsValid follows a tick without a quote through the rules: it
+// passes, whether the record left bid and ask out or sent them as null.
+func TestNoQuoteIsValid(t *testing.T) {
+	for _, in := range []string{rec(`-bid`, `-ask`), rec(`bid=null`, `ask=null`)} {
+		var tk Tick
+		if err := NewDecoder().Decode([]byte(in), &tk); err != nil {
+			t.Fatalf("Decode(%s): %v", in, err)
+		}
+		if tk.HasQuote() {
+			t.Errorf("Decode(%s) has a quote: %+v", in, tk)
+		}
+		if err := DefaultRules().Check(&tk, tk.TS); err != nil {
+			t.Errorf("Check of %s: %v", in, err)
+		}
 	}
 }
 
@@ -492,6 +564,8 @@ func TestUnquote(t *testing.T) {
 
 // TestDecodeNegativeZero pins what happens to -0 after decoding: it is a
 // number, so Decode accepts it, and the rules reject it as not positive.
+// (A bid of -0 here comes with the good ask, so the tick has a quote; both
+// at 0 is Decode's to reject, see "bid and ask negative zero".)
 func TestDecodeNegativeZero(t *testing.T) {
 	for _, c := range []struct {
 		field string

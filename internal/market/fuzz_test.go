@@ -12,8 +12,8 @@ import (
 
 // FuzzDecode checks Decode against encoding/json, which is slow but
 // trusted. A record Decode accepts must be a JSON object from which
-// encoding/json reads the same seven values; a record encoding/json reads as
-// a good tick must be one Decode accepts.
+// encoding/json reads the same values (five, or seven with the quote); a
+// record encoding/json reads as a good tick must be one Decode accepts.
 //
 // Decode is stricter than encoding/json on purpose in these ways, and the
 // fuzz target allows for each:
@@ -23,8 +23,10 @@ import (
 //     for Decode those are unknown fields.
 //   - A known field may appear only once (duplicate_field). encoding/json
 //     keeps the last.
-//   - null is not a value for a known field (wrong_type). encoding/json
-//     leaves the field unset.
+//   - null is not a value for a known field (wrong_type), except bid and
+//     ask, where it means absent. encoding/json leaves the field unset.
+//   - bid and ask come both or neither, and not both 0 (bad_quote).
+//     encoding/json leaves a missing one 0.
 //   - Bytes must be UTF-8 (invalid_utf8). encoding/json replaces bad bytes
 //     with U+FFFD.
 //   - A record is at most MaxPayload bytes (too_large), and unknown values
@@ -47,6 +49,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(rec(`PRICE=1`)))
 	f.Add([]byte(rec(`-symbol`, `\u017fymbol="AAPL"`)))
 	f.Add([]byte(rec(`price=null`)))
+	f.Add([]byte(rec(`bid=null`, `ask=null`)))
+	f.Add([]byte(rec(`-bid`, `ask=null`)))
+	f.Add([]byte(rec(`BID=1`, `-bid`, `-ask`)))
 	f.Add([]byte(`"\ud800\u0041"`))
 	f.Add([]byte(`"\udc00\ud83d\ude00"`))
 
@@ -152,6 +157,12 @@ func FuzzDecode(f *testing.F) {
 					t.Fatalf("Decode(%q) = %v, but ts %q is RFC 3339", b, err, s)
 				}
 			}
+		case ReasonBadQuote:
+			// Decode checks the quote last, once every field has read
+			// well, so encoding/json reads the fields too.
+			if why := std.quote(); why == "" {
+				t.Fatalf("Decode(%q) = %v, but the quote is whole", b, err)
+			}
 		}
 		jt, why := std.tick()
 		if why == "" && jt.bad() == "" {
@@ -220,10 +231,14 @@ func parseStd(s string) (time.Time, bool) {
 var decodeReasons = map[Reason]bool{
 	ReasonEmpty: true, ReasonTooLarge: true, ReasonInvalidUTF8: true, ReasonMalformedJSON: true,
 	ReasonDuplicateKey: true, ReasonMissingField: true, ReasonWrongType: true, ReasonBadNumber: true,
-	ReasonBadSymbol: true, ReasonBadTS: true,
+	ReasonBadSymbol: true, ReasonBadTS: true, ReasonBadQuote: true,
 }
 
+// tickFields are the known fields; the first five are required, the quote
+// (bid, ask) is optional as a pair.
 var tickFields = [...]string{"symbol", "ts", "seq", "price", "size", "bid", "ask"}
+
+const requiredFields = 5
 
 // jsonTick is a tick as encoding/json reads it.
 type jsonTick struct {
@@ -301,7 +316,7 @@ func (r stdRecord) duplicate() bool {
 }
 
 func (r stdRecord) missing() bool {
-	for _, f := range tickFields {
+	for _, f := range tickFields[:requiredFields] {
 		if len(r.members[f]) == 0 {
 			return true
 		}
@@ -309,18 +324,25 @@ func (r stdRecord) missing() bool {
 	return false
 }
 
-// tick reads the seven fields, each present once, not null, into their Go
-// types, or says why it cannot.
+// tick reads the fields into their Go types, or says why it cannot: the
+// five required ones each present once and not null, bid and ask each at
+// most once, a null one as if absent, and then both or neither and not
+// both 0 (see quote).
 func (r stdRecord) tick() (jsonTick, string) {
 	var j jsonTick
 	dst := [...]any{&j.Symbol, &j.TS, &j.Seq, &j.Price, &j.Size, &j.Bid, &j.Ask}
 	for i, f := range tickFields {
 		raws := r.members[f]
+		optional := i >= requiredFields
 		switch {
+		case len(raws) == 0 && optional:
+			continue
 		case len(raws) == 0:
 			return j, f + " is missing"
 		case len(raws) > 1:
 			return j, f + " appears more than once"
+		case string(raws[0]) == "null" && optional:
+			continue
 		case string(raws[0]) == "null":
 			return j, f + " is null"
 		}
@@ -328,7 +350,33 @@ func (r stdRecord) tick() (jsonTick, string) {
 			return j, f + ": " + err.Error()
 		}
 	}
-	return j, ""
+	return j, r.quote()
+}
+
+// quote says what is wrong with the record's quote, if anything: bid
+// without ask or ask without bid (null counting as absent), or both 0,
+// which would read as no quote. It assumes each is a number or null.
+func (r stdRecord) quote() string {
+	given := func(f string) (float64, bool) {
+		raws := r.members[f]
+		if len(raws) == 0 || string(raws[0]) == "null" {
+			return 0, false
+		}
+		var v float64
+		_ = json.Unmarshal(raws[0], &v)
+		return v, true
+	}
+	bid, hasBid := given("bid")
+	ask, hasAsk := given("ask")
+	switch {
+	case hasBid && !hasAsk:
+		return "bid without ask"
+	case hasAsk && !hasBid:
+		return "ask without bid"
+	case hasBid && bid == 0 && ask == 0:
+		return "bid and ask both 0"
+	}
+	return ""
 }
 
 // tooDeep reports whether the JSON text b has a value nested deeper than

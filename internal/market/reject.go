@@ -24,7 +24,7 @@ const (
 	ReasonBadSeq        Reason = "bad_seq"
 	ReasonBadPrice      Reason = "bad_price"
 	ReasonBadSize       Reason = "bad_size"
-	ReasonBadQuote      Reason = "bad_quote" // bid or ask not positive
+	ReasonBadQuote      Reason = "bad_quote" // bid or ask not positive, or one without the other
 	ReasonCrossedQuote  Reason = "bid_above_ask"
 	ReasonKeyMismatch   Reason = "key_mismatch" // record key is not the symbol
 	ReasonLate          Reason = "late"         // behind the watermark by more than the allowed lateness

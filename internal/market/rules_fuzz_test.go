@@ -25,6 +25,12 @@ func FuzzRules(f *testing.F) {
 	f.Add("X", int64(86399), int64(999999999), int64(7), 1.0, int64(1), 1.0, 1.0, now.Unix(), int64(time.Minute))
 	f.Add("X", now.Unix()+61, int64(0), int64(7), 1.0, int64(1), math.Inf(1), math.Inf(-1), now.Unix(), int64(time.Minute))
 	f.Add("X", int64(-62135596800), int64(0), int64(-1), math.Copysign(0, -1), int64(-5), 5e-324, 5e-324, int64(253402300799), int64(math.MaxInt64))
+	// Without a quote (a trade-only feed), with half of one, and with a
+	// quote of -0 and 0, which is none.
+	f.Add("AAPL", good.Unix(), int64(0), int64(1), 189.23, int64(100), 0.0, 0.0, now.Unix(), int64(time.Minute))
+	f.Add("AAPL", good.Unix(), int64(0), int64(1), 189.23, int64(100), 189.22, 0.0, now.Unix(), int64(time.Minute))
+	f.Add("AAPL", good.Unix(), int64(0), int64(1), 189.23, int64(100), 0.0, math.NaN(), now.Unix(), int64(time.Minute))
+	f.Add("AAPL", good.Unix(), int64(0), int64(1), 189.23, int64(100), math.Copysign(0, -1), 0.0, now.Unix(), int64(time.Minute))
 
 	f.Fuzz(func(t *testing.T, sym string, sec, nsec, seq int64, price float64, size int64, bid, ask float64, nowSec, maxFuture int64) {
 		rules := DefaultRules()
@@ -68,6 +74,11 @@ func FuzzRules(f *testing.F) {
 		}
 		want := tk
 		want.TS = tk.TS.Truncate(time.Microsecond)
+		if tk.Bid == 0 && tk.Ask == 0 {
+			// No quote: the wire form leaves it out, so a -0 comes
+			// back as 0.
+			want.Bid, want.Ask = 0, 0
+		}
 		if !sameTick(back, want) {
 			t.Fatalf("round trip of %s\n got %+v\nwant %+v", wire, back, want)
 		}
@@ -78,7 +89,8 @@ func FuzzRules(f *testing.F) {
 }
 
 // brokenRules restates the tick rules independently of Check: the reasons
-// that apply to t at now.
+// that apply to t at now. A tick whose bid and ask are both 0 has no quote
+// (a trade-only feed's), and no quote rule applies to it.
 func brokenRules(r Rules, t *Tick, now time.Time) map[Reason]bool {
 	in := func(v, hi float64) bool { return v > 0 && v <= hi } // false for NaN
 	b := map[Reason]bool{}
@@ -91,9 +103,11 @@ func brokenRules(r Rules, t *Tick, now time.Time) map[Reason]bool {
 	if t.Size < 1 || t.Size > r.MaxSize {
 		b[ReasonBadSize] = true
 	}
-	if !in(t.Bid, r.MaxPrice) || !in(t.Ask, r.MaxPrice) {
+	switch {
+	case t.Bid == 0 && t.Ask == 0: // no quote
+	case !in(t.Bid, r.MaxPrice) || !in(t.Ask, r.MaxPrice):
 		b[ReasonBadQuote] = true
-	} else if t.Bid > t.Ask {
+	case t.Bid > t.Ask:
 		b[ReasonCrossedQuote] = true
 	}
 	if t.TS.Before(r.MinTS) {

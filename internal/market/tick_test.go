@@ -75,6 +75,7 @@ func TestAppendJSONRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(2026, 1125))
 	d := NewDecoder()
 	var buf []byte
+	noQuote := 0
 	for i := range 20000 {
 		in := Tick{
 			Symbol: randSymbol(r),
@@ -85,6 +86,12 @@ func TestAppendJSONRoundTrip(t *testing.T) {
 			Bid:    randFloat(r),
 			Ask:    randFloat(r),
 		}
+		if r.IntN(8) == 0 {
+			in.Bid, in.Ask = 0, 0 // a trade-only feed's tick
+		}
+		if !in.HasQuote() {
+			noQuote++
+		}
 		buf = in.AppendJSON(buf[:0])
 		var out Tick
 		if err := d.Decode(buf, &out); err != nil {
@@ -92,9 +99,15 @@ func TestAppendJSONRoundTrip(t *testing.T) {
 		}
 		want := in
 		want.TS = in.TS.UTC().Truncate(time.Microsecond)
+		if !in.HasQuote() {
+			want.Bid, want.Ask = 0, 0 // left out on the wire, so -0 comes back as 0
+		}
 		if !sameTick(out, want) {
 			t.Fatalf("tick %d: %s\ndecodes as %+v\n      want %+v", i, buf, out, want)
 		}
+	}
+	if noQuote < 1000 {
+		t.Fatalf("only %d of the ticks had no quote", noQuote)
 	}
 }
 
@@ -104,6 +117,17 @@ func TestAppendJSONExample(t *testing.T) {
 	tk.TS = tk.TS.Add(789) // beyond microseconds: dropped
 	if got := string(tk.AppendJSON(nil)); got != goodJSON {
 		t.Errorf("AppendJSON = %s\n        want %s", got, goodJSON)
+	}
+	// Without a quote, bid and ask are left out.
+	tk.Bid, tk.Ask = 0, 0
+	if got, want := string(tk.AppendJSON(nil)), rec(`-bid`, `-ask`); got != want {
+		t.Errorf("AppendJSON without a quote = %s\n                        want %s", got, want)
+	}
+	// Half a quote is a quote, a bad one, and written as it is so that
+	// the rules can say what is wrong with it.
+	tk.Bid = 189.22
+	if got, want := string(tk.AppendJSON(nil)), rec(`ask=0`); got != want {
+		t.Errorf("AppendJSON with ask 0 = %s\n                 want %s", got, want)
 	}
 	tk.TS = time.Date(2026, 11, 25, 9, 30, 0, 0, time.FixedZone("EST", -5*3600))
 	if got, want := string(AppendTime(nil, tk.TS)), "2026-11-25T14:30:00.000000Z"; got != want {

@@ -33,7 +33,8 @@ func DefaultRules() Rules {
 }
 
 // Check reports whether t obeys the tick rules at time now, returning a
-// *Rejection naming the first rule broken.
+// *Rejection naming the first rule broken. The quote rules apply to a tick
+// that has a quote (Tick.HasQuote); one without is valid.
 func (r Rules) Check(t *Tick, now time.Time) error {
 	if t.Seq <= 0 {
 		return reject(ReasonBadSeq, "seq "+strconv.FormatInt(t.Seq, 10)+" must be positive")
@@ -44,11 +45,15 @@ func (r Rules) Check(t *Tick, now time.Time) error {
 	if t.Size <= 0 || t.Size > r.MaxSize {
 		return reject(ReasonBadSize, "size "+strconv.FormatInt(t.Size, 10)+" must be above 0 and at most "+strconv.FormatInt(r.MaxSize, 10))
 	}
-	if !(t.Bid > 0) || t.Bid > r.MaxPrice || !(t.Ask > 0) || t.Ask > r.MaxPrice {
-		return reject(ReasonBadQuote, "bid "+fmtFloat(t.Bid)+" and ask "+fmtFloat(t.Ask)+" must be above 0 and at most "+fmtFloat(r.MaxPrice))
-	}
-	if t.Bid > t.Ask {
-		return reject(ReasonCrossedQuote, "bid "+fmtFloat(t.Bid)+" is above ask "+fmtFloat(t.Ask))
+	// A tick without a quote (from a trade-only feed) has no quote rules
+	// to break.
+	if t.HasQuote() {
+		if !(t.Bid > 0) || t.Bid > r.MaxPrice || !(t.Ask > 0) || t.Ask > r.MaxPrice {
+			return reject(ReasonBadQuote, "bid "+fmtFloat(t.Bid)+" and ask "+fmtFloat(t.Ask)+" must be above 0 and at most "+fmtFloat(r.MaxPrice))
+		}
+		if t.Bid > t.Ask {
+			return reject(ReasonCrossedQuote, "bid "+fmtFloat(t.Bid)+" is above ask "+fmtFloat(t.Ask))
+		}
 	}
 	if t.TS.Before(r.MinTS) {
 		return reject(ReasonAncientTS, "ts "+t.TS.Format(time.RFC3339Nano)+" is before "+r.MinTS.Format(time.RFC3339))

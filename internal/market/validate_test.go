@@ -55,7 +55,13 @@ func TestRulesCheck(t *testing.T) {
 		{"bid negative zero", func(t *Tick) { t.Bid = math.Copysign(0, -1) }, ReasonBadQuote},
 		{"ask zero", func(t *Tick) { t.Ask = 0 }, ReasonBadQuote},
 		{"ask negative", func(t *Tick) { t.Ask = -189.24 }, ReasonBadQuote},
-		{"bid and ask zero", func(t *Tick) { t.Bid, t.Ask = 0, 0 }, ReasonBadQuote},
+		{"no quote", func(t *Tick) { t.Bid, t.Ask = 0, 0 }, ""},
+		{"no quote, -0 and 0", func(t *Tick) { t.Bid, t.Ask = math.Copysign(0, -1), 0 }, ""},
+		{"no quote, price far from any quote", func(t *Tick) { t.Bid, t.Ask, t.Price = 0, 0, 5 }, ""},
+		{"bid without ask", func(t *Tick) { t.Ask = 0 }, ReasonBadQuote},
+		{"ask without bid", func(t *Tick) { t.Bid = 0 }, ReasonBadQuote},
+		{"bid negative, ask zero", func(t *Tick) { t.Bid, t.Ask = -1, 0 }, ReasonBadQuote},
+		{"bid NaN, ask zero", func(t *Tick) { t.Bid, t.Ask = nan, 0 }, ReasonBadQuote},
 		{"bid NaN", func(t *Tick) { t.Bid = nan }, ReasonBadQuote},
 		{"ask NaN", func(t *Tick) { t.Ask = nan }, ReasonBadQuote},
 		{"ask +Inf", func(t *Tick) { t.Ask = inf }, ReasonBadQuote},
@@ -79,6 +85,8 @@ func TestRulesCheck(t *testing.T) {
 		// Several rules broken: the first in Check's order is named.
 		{"seq and price bad", func(t *Tick) { t.Seq, t.Price = 0, 0 }, ReasonBadSeq},
 		{"price and quote bad", func(t *Tick) { t.Price, t.Bid = 0, 0 }, ReasonBadPrice},
+		{"no quote and ts ancient", func(t *Tick) { t.Bid, t.Ask, t.TS = 0, 0, time.Time{} }, ReasonAncientTS},
+		{"no quote and size bad", func(t *Tick) { t.Bid, t.Ask, t.Size = 0, 0, 0 }, ReasonBadSize},
 		{"quote crossed and ts ancient", func(t *Tick) { t.Bid, t.TS = 200, time.Time{} }, ReasonCrossedQuote},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -90,7 +90,7 @@ func payloads(b *Batch) ([]string, error) {
 		ev := TickEvent{Symbol: s, Count: len(idx)}
 		for _, i := range idx[:min(len(idx), maxEventTrades)] {
 			t := &b.Ticks[i]
-			ev.Trades = append(ev.Trades, Trade{TS: t.TS, Seq: t.Seq, Price: t.Price, Size: t.Size, Bid: t.Bid, Ask: t.Ask})
+			ev.Trades = append(ev.Trades, TradeFromTick(&t.Tick))
 		}
 		ev.Price, ev.TS = ev.Trades[0].Price, ev.Trades[0].TS.Format("2006-01-02T15:04:05.000000Z07:00")
 		if err := add("tick", s, ev); err != nil {

@@ -43,14 +43,25 @@ type Candle struct {
 	Final    bool      `json:"final"`
 }
 
-// Trade is a stored tick as the API shows it.
+// Trade is a stored tick as the API shows it. Bid and Ask are both nil
+// (null in JSON) for a tick without a quote, from a trade-only feed.
 type Trade struct {
 	TS    time.Time `json:"ts"`
 	Seq   int64     `json:"seq"`
 	Price float64   `json:"price"`
 	Size  int64     `json:"size"`
-	Bid   float64   `json:"bid"`
-	Ask   float64   `json:"ask"`
+	Bid   *float64  `json:"bid"`
+	Ask   *float64  `json:"ask"`
+}
+
+// TradeFromTick is t as the API shows it.
+func TradeFromTick(t *market.Tick) Trade {
+	tr := Trade{TS: t.TS, Seq: t.Seq, Price: t.Price, Size: t.Size}
+	if t.HasQuote() {
+		bid, ask := t.Bid, t.Ask
+		tr.Bid, tr.Ask = &bid, &ask
+	}
+	return tr
 }
 
 // Anomaly is a stored anomaly as the API shows it.
@@ -217,6 +228,8 @@ func (r *Reader) Trades(ctx context.Context, sym string, limit int) ([]Trade, er
 	}
 	out := []Trade{}
 	var t Trade
+	// Bid and Ask scan as nil from the NULLs of a tick without a quote,
+	// and into a new float64 each otherwise, so rows share nothing.
 	_, err = pgx.ForEachRow(rows, []any{&t.TS, &t.Seq, &t.Price, &t.Size, &t.Bid, &t.Ask}, func() error {
 		t.TS = t.TS.UTC()
 		out = append(out, t)

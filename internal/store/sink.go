@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/stockpipe/stockpipe/internal/analytics"
@@ -375,7 +376,10 @@ func (t *tickSource) Next() bool { t.i++; return t.i < len(t.rows) }
 func (t *tickSource) Err() error { return nil }
 func (t *tickSource) Values() ([]any, error) {
 	r := &t.rows[t.i]
-	t.vals = [9]any{r.Symbol, r.Seq, r.TS, r.Price, r.Size, r.Bid, r.Ask, r.Partition, r.Offset}
+	t.vals = [9]any{r.Symbol, r.Seq, r.TS, r.Price, r.Size, nil, nil, r.Partition, r.Offset}
+	if r.HasQuote() {
+		t.vals[5], t.vals[6] = r.Bid, r.Ask
+	} // else NULL: a trade-only feed's tick has no quote
 	return t.vals[:], nil
 }
 
@@ -386,8 +390,8 @@ type tickColumns struct {
 	ts        []time.Time
 	price     []float64
 	size      []int64
-	bid       []float64
-	ask       []float64
+	bid       []pgtype.Float8 // not Valid (NULL) for a tick without a quote
+	ask       []pgtype.Float8
 	partition []int32
 	offset    []int64
 }
@@ -403,8 +407,9 @@ func (c *tickColumns) fill(rows []TickRow) *tickColumns {
 		c.ts = append(c.ts, r.TS)
 		c.price = append(c.price, r.Price)
 		c.size = append(c.size, r.Size)
-		c.bid = append(c.bid, r.Bid)
-		c.ask = append(c.ask, r.Ask)
+		q := r.HasQuote()
+		c.bid = append(c.bid, pgtype.Float8{Float64: r.Bid, Valid: q})
+		c.ask = append(c.ask, pgtype.Float8{Float64: r.Ask, Valid: q})
 		c.partition = append(c.partition, r.Partition)
 		c.offset = append(c.offset, r.Offset)
 	}

@@ -45,7 +45,9 @@ func TestBadInputCorpus(t *testing.T) {
 		{"tombstone", []byte("BADA"), nil, "empty"},
 		{"lower-case symbol", []byte("bada"), []byte(good("bada", 3, base+"02Z")), "bad_symbol"},
 		{"overlong symbol", []byte("ABCDEFGHIJKLM"), []byte(good("ABCDEFGHIJKLM", 3, base+"02Z")), "bad_symbol"},
-		{"missing field", []byte("BADA"), []byte(`{"symbol":"BADA","ts":"` + base + `02Z","seq":3,"price":10.5,"size":100,"bid":10.49}`), "missing_field"},
+		{"missing field", []byte("BADA"), []byte(`{"symbol":"BADA","ts":"` + base + `02Z","seq":3,"size":100,"bid":10.49,"ask":10.51}`), "missing_field"},
+		{"bid without ask", []byte("BADA"), []byte(`{"symbol":"BADA","ts":"` + base + `02Z","seq":3,"price":10.5,"size":100,"bid":10.49}`), "bad_quote"},
+		{"ask without bid (bid null)", []byte("BADA"), []byte(strings.Replace(good("BADA", 3, base+"02Z"), `"bid":10.49`, `"bid":null`, 1)), "bad_quote"},
 		{"duplicate key", []byte("BADA"), []byte(strings.Replace(good("BADA", 3, base+"02Z"), `"size":100`, `"size":100,"size":200`, 1)), "duplicate_field"},
 		{"1 MB payload", []byte("BADA"), []byte(`{"symbol":"BADA","pad":"` + strings.Repeat("x", 1<<20) + `"}`), "too_large"},
 		{"binary garbage", []byte("BADA"), []byte{0x00, 0xff, 0xfe, 0x01, 0x80}, "invalid_utf8"},
@@ -59,6 +61,9 @@ func TestBadInputCorpus(t *testing.T) {
 		{"extra fields", []byte("BADA"), []byte(strings.Replace(good("BADA", 2, base+"01Z"), `{`, `{"venue":"XNAS","flags":[1,{"a":null}],`, 1)), ""},
 		{"non-UTC offset", []byte("BADA"), []byte(good("BADA", 3, "2026-11-02T10:00:02-05:00")), ""},
 		{"duplicate seq", []byte("BADA"), []byte(good("BADA", 3, base+"02Z")), ""}, // dropped as a duplicate, not rejected
+		// A trade-only feed's tick: no quote at all, or both null.
+		{"no quote", []byte("BADA"), []byte(`{"symbol":"BADA","ts":"` + base + `03Z","seq":4,"price":10.5,"size":100}`), ""},
+		{"null quote", []byte("BADA"), []byte(strings.Replace(strings.Replace(good("BADA", 5, base+"04Z"), `"bid":10.49`, `"bid":null`, 1), `"ask":10.51`, `"ask":null`, 1)), ""},
 		{"late tick", []byte("BADA"), []byte(good("BADA", 9, "2026-11-02T14:59:00Z")), "late"},
 		{"valid after all that", []byte("BADA"), []byte(good("BADA", 10, base+"05Z")), ""},
 	}
@@ -103,9 +108,13 @@ func TestBadInputCorpus(t *testing.T) {
 			t.Errorf("%s (offset %d): reason %q, want %q", c.name, i, got, c.want)
 		}
 	}
-	// Stored: seqs 1, 2 (extra fields), 3 (non-UTC offset) and 10.
-	if n := e.count(`SELECT count(*) FROM ticks WHERE symbol = 'BADA' AND seq IN (1, 2, 3, 10)`); n != 4 {
-		t.Errorf("stored %d of the 4 acceptable ticks", n)
+	// Stored: seqs 1, 2 (extra fields), 3 (non-UTC offset), 4 and 5
+	// (without a quote) and 10.
+	if n := e.count(`SELECT count(*) FROM ticks WHERE symbol = 'BADA' AND seq IN (1, 2, 3, 4, 5, 10)`); n != 6 {
+		t.Errorf("stored %d of the 6 acceptable ticks", n)
+	}
+	if n := e.count(`SELECT count(*) FROM ticks WHERE symbol = 'BADA' AND bid IS NULL AND ask IS NULL`); n != 2 {
+		t.Errorf("stored %d ticks without a quote, want seqs 4 and 5", n)
 	}
 	if n := e.count(`SELECT count(*) FROM ticks WHERE symbol = 'BADA' AND seq = 3 AND ts = '2026-11-02T15:00:02Z'`); n != 1 {
 		t.Error("the -05:00 tick was not converted to UTC")
@@ -124,13 +133,19 @@ func TestBadInputCorpus(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dl.Close()
+	var big []byte
+	for _, c := range cases {
+		if c.name == "1 MB payload" {
+			big = c.value
+		}
+	}
 	found := false
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for !found && ctx.Err() == nil {
 		dl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
 			for _, h := range r.Headers {
-				if h.Key == kafka.HeaderTruncated && string(h.Value) == strconv.Itoa(len(cases[18].value)) && len(r.Value) == 256<<10 {
+				if h.Key == kafka.HeaderTruncated && string(h.Value) == strconv.Itoa(len(big)) && len(r.Value) == 256<<10 {
 					found = true
 				}
 			}

@@ -268,7 +268,9 @@ func (s *Server) apiTicks(w http.ResponseWriter, r *http.Request) {
 	}
 	for i := range trades {
 		t := &trades[i]
-		t.Price, t.Bid, t.Ask = round(t.Price), round(t.Bid), round(t.Ask)
+		t.Price = round(t.Price)
+		roundPtr(t.Bid) // nil, and null in the answer, for a tick without a quote
+		roundPtr(t.Ask)
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Symbol string        `json:"symbol"`

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"testing"
@@ -105,12 +106,27 @@ func startPipeline(t *testing.T) *pipeline {
 	return p
 }
 
-// trade produces one hand-made AAPL trade after the simulated ones.
+// trade produces one hand-made trade of sym after the simulated ones.
 func (p *pipeline) trade(t *testing.T, sym string, price float64) {
+	t.Helper()
+	p.produce(t, sym, price, true)
+}
+
+// tradeOnly is trade without a quote, as a trade-only feed sends it. It
+// returns the trade's seq.
+func (p *pipeline) tradeOnly(t *testing.T, sym string, price float64) int64 {
+	t.Helper()
+	return p.produce(t, sym, price, false)
+}
+
+func (p *pipeline) produce(t *testing.T, sym string, price float64, quote bool) int64 {
 	t.Helper()
 	last := p.last[sym]
 	tk := market.Tick{Symbol: sym, Seq: last.Seq + 1, TS: time.Now().UTC().Truncate(time.Microsecond),
-		Price: price, Size: 100, Bid: price - 0.01, Ask: price + 0.01}
+		Price: price, Size: 100}
+	if quote {
+		tk.Bid, tk.Ask = price-0.01, price+0.01
+	}
 	if tk.TS.Before(last.TS) {
 		tk.TS = last.TS.Add(time.Millisecond)
 	}
@@ -124,6 +140,7 @@ func (p *pipeline) trade(t *testing.T, sym string, price float64) {
 	if err := cl.ProduceSync(context.Background(), rec).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
+	return tk.Seq
 }
 
 // browser starts headless Chromium (Debian's package) for one test.
@@ -247,6 +264,29 @@ func TestBrowserSymbolPage(t *testing.T) {
 	lastClose := eval[float64](t, ctx, `window.stockpipe.lastCandle().close`)
 	p.trade(t, "AAPL", float64(int(lastClose*1.02*100))/100)
 	until(t, ctx, "the forming candle to move", `window.stockpipe.lastCandle().close !== `+fmt.Sprint(lastClose))
+
+	// A trade without a quote (a trade-only feed's) goes through Kafka,
+	// the processor and PostgreSQL like any other, and its row shows
+	// dashes for bid and ask: live, and read back after a reload.
+	quotes := func(seq int64) string {
+		return `[...document.querySelectorAll('#trades tr[data-seq="` + strconv.FormatInt(seq, 10) + `"] td.col-quote')].map((td) => td.textContent.trim() + (td.title ? ' (' + td.title + ')' : '')).join(' | ')`
+	}
+	const noQuote = "– (no quote: the feed sent this trade without one) | – (no quote: the feed sent this trade without one)"
+	seq := p.tradeOnly(t, "AAPL", float64(int(lastClose*1.01*100))/100)
+	until(t, ctx, "the trade without a quote listed", `document.querySelector('#trades tr[data-seq="`+strconv.FormatInt(seq, 10)+`"]') !== null`)
+	if got := eval[string](t, ctx, quotes(seq)); got != noQuote {
+		t.Errorf("live, the trade without a quote shows bid and ask as %q, want %q", got, noQuote)
+	}
+	if got := eval[string](t, ctx, quotes(seq-1)); !regexp.MustCompile(`^\d+\.\d\d \| \d+\.\d\d$`).MatchString(got) {
+		t.Errorf("the quoted trade before it shows bid and ask as %q", got)
+	}
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	until(t, ctx, "the trades after a reload", `window.stockpipe && window.stockpipe.loaded && document.querySelector('#trades tr[data-seq="`+strconv.FormatInt(seq, 10)+`"]') !== null`)
+	if got := eval[string](t, ctx, quotes(seq)); got != noQuote {
+		t.Errorf("after a reload, the trade without a quote shows bid and ask as %q, want %q", got, noQuote)
+	}
 
 	// Switching interval redraws with five-minute candles.
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`button[data-interval="5m"]`))); err != nil {

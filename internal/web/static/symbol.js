@@ -529,14 +529,23 @@ const isNewer = (tr, ref) => {
   return ms > ref.ms || (ms === ref.ms && tr.seq > ref.seq);
 };
 
+// A bid or ask cell. A trade from a trade-only feed has no quote (bid and
+// ask null): a dash, with a title that says why.
+function quoteCell(v) {
+  if (v == null) {
+    return el('td', { className: 'num col-quote muted', title: 'no quote: the feed sent this trade without one' }, '–');
+  }
+  return el('td', { className: 'num col-quote' }, fmtPrice(v));
+}
+
 function tradeRow(tr, prevPrice) {
   const dir = prevPrice == null || tr.price === prevPrice ? '' : tr.price > prevPrice ? 'up' : 'down';
   return el('tr', { dataset: { seq: String(tr.seq) } },
     el('td', {}, el('time', { dateTime: tr.ts }, fmtTime(tr.ts, true))),
     el('td', { className: `num ${dir}` }, (dir === 'up' ? '▲ ' : dir === 'down' ? '▼ ' : '') + fmtPrice(tr.price)),
     el('td', { className: 'num' }, fmtInt(tr.size)),
-    el('td', { className: 'num col-quote' }, fmtPrice(tr.bid)),
-    el('td', { className: 'num col-quote' }, fmtPrice(tr.ask)),
+    quoteCell(tr.bid),
+    quoteCell(tr.ask),
   );
 }
 
