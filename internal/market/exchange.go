@@ -17,3 +17,15 @@ var NewYork = func() *time.Location {
 	}
 	return loc
 }()
+
+// RegularSession reports whether t falls in the US exchanges' regular
+// session, 09:30 to 16:00 New York time on a weekday. Holidays are not
+// known: a holiday looks like a session without trades.
+func RegularSession(t time.Time) bool {
+	ny := t.In(NewYork)
+	if wd := ny.Weekday(); wd == time.Saturday || wd == time.Sunday {
+		return false
+	}
+	m := ny.Hour()*60 + ny.Minute()
+	return m >= 9*60+30 && m < 16*60
+}

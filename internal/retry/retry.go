@@ -11,6 +11,7 @@ package retry
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 )
 
@@ -20,6 +21,9 @@ type Policy struct {
 	Name    string // what is being retried, for messages
 	Initial time.Duration
 	Max     time.Duration
+	// Jitter spreads each delay at random over [d·(1−Jitter), d], so
+	// many clients that lost the same server do not all return at once.
+	Jitter float64
 }
 
 // The policies stockpipe uses.
@@ -37,6 +41,9 @@ var (
 	Listen = Policy{Name: "live updates", Initial: 100 * time.Millisecond, Max: 5 * time.Second}
 	// Task: a scheduler task that failed and has attempts left.
 	Task = Policy{Name: "task", Initial: time.Second, Max: 5 * time.Minute}
+	// Feed: a market-data provider's stream that dropped; with jitter,
+	// since every connector of a provider loses it at the same moment.
+	Feed = Policy{Name: "market-data feed", Initial: 500 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.5}
 )
 
 // Delay returns the wait before attempt n+1, after attempt n (n ≥ 1) failed.
@@ -45,7 +52,11 @@ func (p Policy) Delay(n int) time.Duration {
 	for i := 1; i < n && d < p.Max; i++ {
 		d *= 2
 	}
-	return min(d, p.Max)
+	d = min(d, p.Max)
+	if p.Jitter > 0 {
+		d -= time.Duration(rand.Float64() * p.Jitter * float64(d))
+	}
+	return d
 }
 
 // Wait waits the delay after attempt n, or until ctx ends, whose error it

@@ -42,3 +42,18 @@ func TestDo(t *testing.T) {
 		t.Fatalf("after the context ended: %v, want the last error", err)
 	}
 }
+
+func TestJitterStaysWithinItsSpread(t *testing.T) {
+	p := Policy{Initial: 100 * time.Millisecond, Max: time.Second, Jitter: 0.5}
+	seen := map[time.Duration]bool{}
+	for range 200 {
+		d := p.Delay(3) // 400 ms before jitter
+		if d < 200*time.Millisecond || d > 400*time.Millisecond {
+			t.Fatalf("Delay(3) = %v, want within [200ms, 400ms]", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 10 {
+		t.Fatalf("200 delays took only %d values: no jitter", len(seen))
+	}
+}
