@@ -71,7 +71,7 @@ func (r *recorder) Set(v string) error {
 func (r *recorder) IsBoolFlag() bool { return r.isBool }
 
 // secretFlags hold credentials; config never prints their values.
-var secretFlags = map[string]bool{"kafka-password": true, "auth-token": true}
+var secretFlags = map[string]bool{"kafka-password": true, "auth-token": true, "key": true, "secret": true, "token": true}
 
 // configEntry is one flag's effective value and where it came from.
 type configEntry struct {
@@ -225,9 +225,9 @@ func envSource(flagName string) string {
 	if _, ok := os.LookupEnv(envName(flagName)); ok {
 		return envName(flagName)
 	}
-	if flagName == "database-url" {
-		if _, ok := os.LookupEnv("DATABASE_URL"); ok {
-			return "DATABASE_URL"
+	if alias := envAliases[flagName]; alias != "" {
+		if _, ok := os.LookupEnv(alias); ok {
+			return alias
 		}
 	}
 	return ""

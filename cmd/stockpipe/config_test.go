@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -17,7 +19,7 @@ func clearStockpipeEnv(t *testing.T) {
 	t.Helper()
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if (strings.HasPrefix(k, "STOCKPIPE_") && k != asCLI) || k == "DATABASE_URL" {
+		if (strings.HasPrefix(k, "STOCKPIPE_") && k != asCLI) || slices.Contains(slices.Collect(maps.Values(envAliases)), k) {
 			t.Setenv(k, "")
 			os.Unsetenv(k)
 		}
@@ -69,6 +71,13 @@ func TestConfigSourcesAndMasking(t *testing.T) {
 			args: []string{"serve", "--auth-token", "tok3n", "--insecure", "--kafka-user", "alice"}, hidden: []string{"kpass", "tok3n"},
 			want: []want{{"kafka-password", "***", "env STOCKPIPE_KAFKA_PASSWORD"}, {"auth-token", "***", "flag"},
 				{"insecure", "true", "flag"}, {"kafka-user", "alice", "flag"}, {"http", dflt, "default"}}},
+		{name: "providers' own variables set their credentials",
+			env:  map[string]string{"APCA_API_KEY_ID": "PKTESTKEY", "APCA_API_SECRET_KEY": "sekr1t", "FINNHUB_TOKEN": "fhtok"},
+			args: []string{"up", "--source", "alpaca"}, hidden: []string{"PKTESTKEY", "sekr1t", "fhtok"},
+			want: []want{{"key", "***", "env APCA_API_KEY_ID"}, {"secret", "***", "env APCA_API_SECRET_KEY"},
+				{"token", "***", "env FINNHUB_TOKEN"}, {"source", "alpaca", "flag"}}},
+		{name: "credential flags are masked", args: []string{"ingest", "finnhub", "--token", "fl4gtok"}, hidden: []string{"fl4gtok"},
+			want: []want{{"token", "***", "flag"}}},
 		{name: "log flags reach the command", env: map[string]string{"STOCKPIPE_LOG_FORMAT": "json"},
 			args: []string{"process", "--log-level", "debug"}, want: []want{
 				{"log-level", "debug", "flag"}, {"log-format", "json", "env STOCKPIPE_LOG_FORMAT"}}},

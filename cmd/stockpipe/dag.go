@@ -48,7 +48,7 @@ func (f *schedFlags) dags(pool *pgxpool.Pool, kcfg kafka.Config, group string) [
 		group = f.group
 	}
 	return job.Shipped(job.Deps{Pool: pool, Kafka: kcfg, Group: group,
-		Partitions: int32(f.partitions), Retention: f.retention, ReplayDir: f.replayDir})
+		Partitions: int32(f.partitions), Retention: f.retention, ReplayDir: f.replayDir, PullTrades: alpacaPuller(kcfg)})
 }
 
 // config is a scheduler's configuration with the shipped DAGs.

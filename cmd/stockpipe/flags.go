@@ -40,6 +40,16 @@ func envName(flagName string) string {
 	return "STOCKPIPE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// envAliases are the variables, besides STOCKPIPE_<NAME>, that set a flag:
+// the ones the ecosystem already uses for the same value, which a user has
+// set for other tools.
+var envAliases = map[string]string{ //nolint:gosec // G101 takes these variable names for credentials
+	"database-url": "DATABASE_URL",
+	"key":          "APCA_API_KEY_ID",
+	"secret":       "APCA_API_SECRET_KEY",
+	"token":        "FINNHUB_TOKEN",
+}
+
 // parse reads args, then fills every flag not given on the command line from
 // its environment variable. It returns errHelp after printing help.
 func (c *command) parse(args []string, stderr io.Writer) error {
@@ -86,8 +96,8 @@ func (c *command) parse(args []string, stderr io.Writer) error {
 			return
 		}
 		v, ok := os.LookupEnv(envName(f.Name))
-		if !ok && f.Name == "database-url" {
-			v, ok = os.LookupEnv("DATABASE_URL")
+		if alias := envAliases[f.Name]; !ok && alias != "" {
+			v, ok = os.LookupEnv(alias)
 		}
 		if !ok {
 			return

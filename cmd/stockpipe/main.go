@@ -37,6 +37,8 @@ func commands() []*command {
 		brokerCommand(),
 		generateCommand(),
 		replayCommand(),
+		ingestCommand(),
+		backfillCommand(),
 		processCommand(),
 		migrateCommand(),
 		serveCommand(),

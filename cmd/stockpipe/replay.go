@@ -8,17 +8,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stockpipe/stockpipe/internal/feed"
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/market"
 )
 
 func replayCommand() *command {
-	c := newCommand("replay", "replay a historical OHLCV CSV (Yahoo Finance / yfinance format) as ticks",
+	c := newCommand("replay", "replay a historical OHLCV CSV (Yahoo Finance / yfinance format), or a recorded live session, as ticks",
 		"stockpipe replay --brokers 127.0.0.1:9092 --file AAPL.csv --speed 0")
 	var kf kafkaFlags
 	kf.register(c.fs, "Kafka brokers, host:port[,host:port…]")
 	file := c.fs.String("file", "", "CSV file with Date (or Datetime),Open,High,Low,Close[,Adj Close],Volume")
+	recording := c.fs.String("recording", "", "a live session written by ingest --record (or up --record), replayed instead of --file")
 	symbol := c.fs.String("symbol", "", "ticker for the file's rows (default: the file name's stem in upper case)")
 	speed := c.fs.Float64("speed", 0, "simulated seconds per wall-clock second; 0 = as fast as possible")
 	skipBad := c.fs.Bool("skip-bad", false, "skip and count bad rows instead of stopping at the first")
@@ -27,11 +29,17 @@ func replayCommand() *command {
 	var pr peer
 	pr.register(c)
 	c.run = func(rc *runCtx) error {
-		if *file == "" {
-			return errors.New("--file is required (a CSV exported from Yahoo Finance or yfinance)")
+		if *file == "" && *recording == "" {
+			return errors.New("--file is required (a CSV exported from Yahoo Finance or yfinance), or --recording (a session written by --record)")
+		}
+		if *file != "" && *recording != "" {
+			return errors.New("--file and --recording both given: replay one at a time")
 		}
 		if *speed < 0 {
 			return errors.New("--speed must be 0 (as fast as possible) or above")
+		}
+		if *recording != "" {
+			return replayRecording(rc, &kf, &pr, *recording, *speed, int32(*partitions))
 		}
 		if err := pr.brokers(rc, &kf, true); err != nil {
 			return err
@@ -86,4 +94,79 @@ func warnIfLive(rc *runCtx, kcfg kafka.Config, sym string) {
 		rc.log.Warn(fmt.Sprintf("%s already has ticks in the topic, up to %s: bars older than that will be rejected as late; "+
 			"to keep this history, replay it under a name of its own (--symbol %s)", sym, t.TS.Format(time.RFC3339), market.HistoryName(sym)))
 	}
+}
+
+// replayRecording sends a recorded live session through the same assembly
+// as the live connector: the same messages give the same ticks, seqs
+// continuing from the topic's tail as they did live. With speed > 0 the
+// messages are spaced as they arrived (speed times faster).
+func replayRecording(rc *runCtx, kf *kafkaFlags, pr *peer, path string, speed float64, partitions int32) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("--recording: %w", err)
+	}
+	defer f.Close()
+	if err := pr.brokers(rc, kf, true); err != nil {
+		return err
+	}
+	kcfg, err := kf.config(rc, "stockpipe-replay")
+	if err != nil {
+		return err
+	}
+	if err := ensureTopics(rc, kcfg, partitions); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(rc.ctx, 30*time.Second)
+	last, err := kafka.LastTicks(ctx, kcfg, kafka.TopicTicks, 20_000)
+	cancel()
+	if err != nil {
+		return err
+	}
+	seqs := make(map[string]int64, len(last))
+	for s, t := range last {
+		seqs[s] = t.Seq
+	}
+	p, err := kafka.NewProducer(kcfg, kafka.TopicTicks)
+	if err != nil {
+		return err
+	}
+	p.Logger = rc.log
+	defer p.Close()
+	out := &tickOut{ctx: rc.ctx, a: feed.NewAssembler(seqs), send: p.Send}
+	var first, wallStart time.Time
+	pace := func(at time.Time) error {
+		if speed <= 0 {
+			return rc.ctx.Err()
+		}
+		if first.IsZero() {
+			first, wallStart = at, time.Now()
+			return nil
+		}
+		due := wallStart.Add(time.Duration(float64(at.Sub(first)) / speed))
+		if d := time.Until(due); d > time.Millisecond {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-rc.ctx.Done():
+				return rc.ctx.Err()
+			case <-t.C:
+			}
+		}
+		return nil
+	}
+	msgs, skipped, runErr := feed.ReadRecording(f, decoders, out, pace)
+	if errors.Is(runErr, context.Canceled) {
+		runErr = nil
+	}
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(rc.ctx), 30*time.Second)
+	defer fcancel()
+	if err := p.Flush(fctx); err != nil && runErr == nil {
+		runErr = err
+	}
+	fmt.Fprintf(rc.stdout, "replayed %s: %d messages, %d ticks, %d resends dropped, %d messages not understood\n",
+		path, msgs, out.sent, out.a.Dropped(), skipped)
+	if runErr != nil {
+		return fmt.Errorf("%s: %w", path, runErr)
+	}
+	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/datadir"
+	"github.com/stockpipe/stockpipe/internal/feed"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/pgembed"
 	"github.com/stockpipe/stockpipe/internal/store"
@@ -46,6 +47,8 @@ func upCommand() *command {
 	cfg.minFree = 5e9
 	c.fs.Var(&cfg.minFree, "min-free-disk", "warn when the disk of --data-dir has less free space than this (e.g. 5GB)")
 	cfg.g.register(c, 2000)
+	c.fs.StringVar(&cfg.source, "source", sourceSimulator, "where ticks come from: simulator, or a live feed, alpaca or finnhub (then --symbols names what to subscribe to)")
+	cfg.ff.register(c, false, true)
 	cfg.pf.register(c)
 	cfg.sf.register(c, false)
 	c.run = func(rc *runCtx) error {
@@ -54,8 +57,22 @@ func upCommand() *command {
 		if !c.given("retention") {
 			cfg.sf.retention = upRetention
 		}
-		if err := cfg.g.check(); err != nil {
-			return err
+		switch cfg.source {
+		case sourceSimulator:
+			if err := cfg.g.check(); err != nil {
+				return err
+			}
+		case sourceAlpaca, sourceFinnhub:
+			syms, err := parseSymbols(cfg.g.symbols)
+			if err != nil {
+				return err
+			}
+			if _, err := cfg.ff.connector(rc, cfg.source, syms, nil); err != nil {
+				return err
+			}
+			cfg.syms = syms
+		default:
+			return fmt.Errorf("--source %q: use simulator, alpaca or finnhub", cfg.source)
 		}
 		if err := cfg.hf.check(); err != nil {
 			return err
@@ -76,6 +93,9 @@ type upConfig struct {
 	partitions int
 	minFree    byteSize
 	g          genFlags
+	source     string
+	ff         feedFlags
+	syms       []string // a live source's symbols
 	pf         processFlags
 	sf         schedFlags
 }
@@ -157,11 +177,26 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 	}
 	defer pool.Close()
 
-	sim, closeTruth, err := cfg.g.simulator(rc, kcfg)
-	if err != nil {
-		return err
+	// The ticks' source: the simulator, or a live feed.
+	var source component
+	var feedStats *feed.Stats
+	var produced int64
+	if cfg.source == sourceSimulator {
+		sim, closeTruth, err := cfg.g.simulator(rc, kcfg)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = closeTruth() }() // up writes no ground truth
+		source = component{"generator", func(rc *runCtx) (err error) {
+			produced, err = produce(rc, kcfg, sim, cfg.g.pace(rc), metrics)
+			return err
+		}}
+	} else {
+		feedStats = feed.NewStats(cfg.source)
+		source = component{cfg.source + " feed", func(rc *runCtx) error {
+			return ingest(rc, kcfg, cfg.source, &cfg.ff, cfg.syms, feedStats, metrics)
+		}}
 	}
-	defer func() { _ = closeTruth() }() // up writes no ground truth
 
 	pcfg := cfg.pf.config()
 	if pcfg.InstanceID == "" {
@@ -203,7 +238,6 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 		}
 		return nil
 	}}}
-	var produced int64
 	var last stream.Stats
 	lastAt := time.Now()
 	stop := logEvery(rc, 5*time.Second, func() {
@@ -214,17 +248,22 @@ func runUp(rc *runCtx, cfg *upConfig) error {
 		rc.log.Info("pipeline", "stored", s.Stored, "ticks_per_s", int(rate), "rejected", s.Rejected,
 			"duplicates", s.Duplicates, "anomalies", s.Anomalies, "partitions", proc.Assigned())
 	})
+	if feedStats != nil {
+		stopFeedLog := logEvery(rc, 5*time.Second, feedLogger(rc, feedStats, time.Now))
+		defer stopFeedLog()
+	}
+	wcfg := cfg.hf.apply(web.Config{Pool: pool, Kafka: kcfg, Group: pcfg.Group, Metrics: metrics,
+		Ready: ready, Scheduler: sched, DataDir: cfg.dataDir, ReplayDir: cfg.sf.replayDir})
+	if feedStats != nil {
+		wcfg.Feeds = func() []feed.Snapshot { return []feed.Snapshot{feedStats.Snapshot()} }
+	}
 	err = runComponents(rc, []component{
 		{"scheduler", func(rc *runCtx) error { return runScheduler(rc, scfg) }},
 		{"dashboard", func(rc *runCtx) error {
-			return serveHTTP(rc, cfg.hf.apply(web.Config{Pool: pool, Kafka: kcfg, Group: pcfg.Group, Metrics: metrics,
-				Ready: ready, Scheduler: sched, DataDir: cfg.dataDir, ReplayDir: cfg.sf.replayDir}), ln)
+			return serveHTTP(rc, wcfg, ln)
 		}},
 		{"processor", func(rc *runCtx) error { return proc.Run(rc.ctx) }},
-		{"generator", func(rc *runCtx) (err error) {
-			produced, err = produce(rc, kcfg, sim, cfg.g.pace(rc), metrics)
-			return err
-		}},
+		source,
 		{"disk watch", func(rc *runCtx) error { watchDisk(rc, cfg.dataDir, int64(cfg.minFree), cfg.g.rate); return nil }},
 	})
 	stop()

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/stockpipe/stockpipe/internal/dag"
+	"github.com/stockpipe/stockpipe/internal/feed"
 	"github.com/stockpipe/stockpipe/internal/generate"
 	"github.com/stockpipe/stockpipe/internal/indicator"
 	"github.com/stockpipe/stockpipe/internal/kafka"
@@ -44,8 +45,13 @@ func (s *shipped) backfillDAG() dag.DAG {
 				Doc: "with file: skip rows that cannot be read instead of failing"},
 			{Name: "start_seq", Type: dag.Integer, Default: "0", Min: "0",
 				Doc: "with file: the replayed ticks' seqs start after this"},
+			{Name: "source", Type: sourceType,
+				Doc: "pull the symbol's real trades of from..to from this provider into the ticks topic instead (alpaca; the scheduler needs APCA_API_KEY_ID and APCA_API_SECRET_KEY)"},
 		},
 		Validate: func(p dag.Params) error {
+			if p.Has("source") && p.Has("file") {
+				return dag.BadParam("source", "parameters source and file both given: a backfill either pulls from a provider or replays a file")
+			}
 			from, hasFrom := p.Date("from", s.ny)
 			to, hasTo := p.Date("to", s.ny)
 			if !hasFrom || !hasTo {
@@ -92,7 +98,37 @@ func (s *shipped) backfill(ctx context.Context, tc *dag.TaskContext) error {
 	if file := tc.Params.String("file"); file != "" {
 		return s.replayFile(ctx, tc, symbol, file)
 	}
+	if source := tc.Params.String("source"); source != "" {
+		return s.pullTrades(ctx, tc, source, symbol)
+	}
 	return s.recompute(ctx, tc, symbol)
+}
+
+// sourceType is a provider of historical trades.
+var sourceType = dag.TextType("source", "alpaca", func(s string) bool { return s == "alpaca" })
+
+// pullTrades pulls the symbol's trades of the run's dates from source
+// into the ticks topic; the stream then builds their candles, indicators
+// and anomalies as for live ticks.
+func (s *shipped) pullTrades(ctx context.Context, tc *dag.TaskContext, source, symbol string) error {
+	if s.d.PullTrades == nil {
+		return dag.Permanent(fmt.Errorf("this scheduler cannot pull from %s: start it with APCA_API_KEY_ID and APCA_API_SECRET_KEY set", source))
+	}
+	from, to, err := s.backfillRange(tc)
+	if err != nil {
+		return err
+	}
+	n, err := s.d.PullTrades(ctx, s.log(tc), source, symbol, from, to.AddDate(0, 0, 1))
+	if err != nil {
+		err = fmt.Errorf("pulling %s's trades from %s: %w", symbol, source, err)
+		if fatal := (*feed.FatalError)(nil); errors.As(err, &fatal) {
+			return dag.Permanent(err) // bad credentials do not get better by retrying
+		}
+		return err
+	}
+	s.log(tc).Info("pulled historical trades into the ticks topic", "symbol", symbol, "source", source, "ticks", n,
+		"from", from.Format(time.DateOnly), "to", to.Format(time.DateOnly))
+	return nil
 }
 
 // backfillRange returns the first and last trading date of the run: from

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/stockpipe/stockpipe/internal/dag"
+	"github.com/stockpipe/stockpipe/internal/feed"
 	"github.com/stockpipe/stockpipe/internal/job"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
 	"github.com/stockpipe/stockpipe/internal/retry"
@@ -487,4 +489,65 @@ func TestVerdictPipelineHealthUnhealthy(t *testing.T) {
 		return testutil.ToFloat64(m.DAGRuns.WithLabelValues(job.DAGPipelineHealth, "failed")) == 1 &&
 			testutil.ToFloat64(m.DAGRuns.WithLabelValues(job.DAGPipelineHealth, "success")) == 1, nil
 	})
+}
+
+// TestEngineBackfillFromAProvider triggers the backfill with source=alpaca:
+// a scheduler with the provider's credentials pulls the run's New York
+// dates, [from 00:00, to+1 00:00); one without them fails the run at once
+// with the fix, and a refusal of the provider is not retried.
+func TestEngineBackfillFromAProvider(t *testing.T) {
+	t.Parallel()
+	pool, _ := openDB(t)
+	ctx := context.Background()
+	type pull struct {
+		source, symbol string
+		from, to       time.Time
+	}
+	pulls := make(chan pull, 4)
+	var refuse atomic.Bool
+	deps := job.Deps{Pool: pool, PullTrades: func(_ context.Context, _ *slog.Logger, source, symbol string, from, to time.Time) (int64, error) {
+		pulls <- pull{source, symbol, from, to}
+		if refuse.Load() {
+			return 0, &feed.FatalError{Source: "alpaca", Code: 402, Msg: "auth failed", Fix: "check APCA_API_KEY_ID"}
+		}
+		return 42, nil
+	}}
+	dg := shippedOnly(t, deps, job.DAGBackfill)
+	s := start(t, testConfig(pool, dg))
+	params := map[string]string{"symbol": "AAPL", "source": "alpaca", "from": "2026-11-02", "to": "2026-11-03"}
+	id, err := s.Trigger(ctx, job.DAGBackfill, time.Date(2026, 11, 4, 0, 0, 0, 0, dg.Location), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, tasks := waitRun(t, s, id)
+	p := <-pulls
+	if run.State != dag.RunSuccess || p.source != "alpaca" || p.symbol != "AAPL" ||
+		!p.from.Equal(time.Date(2026, 11, 2, 5, 0, 0, 0, time.UTC)) || !p.to.Equal(time.Date(2026, 11, 4, 5, 0, 0, 0, time.UTC)) ||
+		!strings.Contains(tasks[0].Log, "ticks=42") {
+		t.Fatalf("run %+v pulled %+v; log:\n%s", run, p, tasks[0].Log)
+	}
+
+	refuse.Store(true)
+	id, err = s.Trigger(ctx, job.DAGBackfill, time.Date(2026, 11, 4, 0, 0, 0, 0, dg.Location), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, tasks = waitRun(t, s, id)
+	<-pulls
+	if run.State != dag.RunFailed || len(pulls) != 0 || !strings.Contains(tasks[0].Error, "402 auth failed") {
+		t.Fatalf("a refused key: run %+v, %d more pulls, error %q", run, len(pulls), tasks[0].Error)
+	}
+
+	// Another database, so that the scheduler with the key is not the
+	// one to run it.
+	pool2, _ := openDB(t)
+	noKey := shippedOnly(t, job.Deps{Pool: pool2}, job.DAGBackfill)
+	s2 := start(t, testConfig(pool2, noKey))
+	id, err = s2.Trigger(ctx, job.DAGBackfill, time.Date(2026, 11, 4, 0, 0, 0, 0, dg.Location), params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run, tasks = waitRun(t, s2, id); run.State != dag.RunFailed || !strings.Contains(tasks[0].Error, "APCA_API_KEY_ID and APCA_API_SECRET_KEY") {
+		t.Fatalf("without a key: run %+v, error %q", run, tasks[0].Error)
+	}
 }

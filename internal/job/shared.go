@@ -51,6 +51,11 @@ type Deps struct {
 	// ReplayDir, if set, is the directory below which the backfill DAG's
 	// file parameter must lie (see OpenReplayFile).
 	ReplayDir string
+	// PullTrades, if set, pulls a symbol's historical trades of [from, to)
+	// from source (a provider, "alpaca") into the ticks topic and returns
+	// how many ticks it sent, for the backfill DAG's source parameter. Nil
+	// when the scheduler has no provider credentials.
+	PullTrades func(ctx context.Context, log *slog.Logger, source, symbol string, from, to time.Time) (int64, error)
 }
 
 // Shipped returns the DAGs stockpipe ships:

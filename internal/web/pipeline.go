@@ -11,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/stockpipe/stockpipe/internal/feed"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/store"
 )
@@ -39,6 +40,19 @@ type Pipeline struct {
 	// DataDir is absent unless the server was given its data directory.
 	DataDir       *DataDir `json:"data_dir,omitempty"`
 	DatabaseError *string  `json:"database_error,omitempty"`
+	// Feeds are the live market-data connectors of this process; absent
+	// when ticks come from elsewhere (the simulator, another process).
+	Feeds []Feed `json:"feeds,omitempty"`
+}
+
+// Feed is a live market-data connector's state.
+type Feed struct {
+	feed.Snapshot
+	// MessagesPerS is the rate since the previous snapshot.
+	MessagesPerS float64 `json:"messages_per_s"`
+	// LastMessageAgeS is how long ago the last message arrived, in
+	// seconds; null before the first.
+	LastMessageAgeS *float64 `json:"last_message_age_s"`
 }
 
 // Broker is one Kafka broker.
@@ -133,6 +147,39 @@ type monitor struct {
 	lastDLQ  int64
 	lastAt   time.Time
 	snap     *Pipeline
+
+	feedMu   sync.Mutex // guards lastFeed; sample holds mu only part of the time
+	lastFeed map[string]feedMark
+}
+
+// feedMark is a connector's message count at a sample, for its rate.
+type feedMark struct {
+	messages int64
+	at       time.Time
+}
+
+// feeds turns the connectors' snapshots into the panel's rows, with the
+// rate since the previous sample.
+func (m *monitor) feeds(snaps []feed.Snapshot, now time.Time) []Feed {
+	m.feedMu.Lock()
+	defer m.feedMu.Unlock()
+	if m.lastFeed == nil {
+		m.lastFeed = make(map[string]feedMark)
+	}
+	out := make([]Feed, 0, len(snaps))
+	for _, sn := range snaps {
+		f := Feed{Snapshot: sn}
+		if prev, ok := m.lastFeed[sn.Source]; ok && now.After(prev.at) {
+			f.MessagesPerS = float64(sn.Messages-prev.messages) / now.Sub(prev.at).Seconds()
+		}
+		m.lastFeed[sn.Source] = feedMark{sn.Messages, now}
+		if !sn.LastMessage.IsZero() {
+			age := max(now.Sub(sn.LastMessage).Seconds(), 0)
+			f.LastMessageAgeS = &age
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 func (m *monitor) batch(data []byte) {
@@ -227,6 +274,9 @@ func (s *Server) sample(ctx context.Context, adm *kadm.Client) *Pipeline {
 	}
 	if s.disk != nil {
 		p.DataDir = s.disk.measure(now)
+	}
+	if s.cfg.Feeds != nil {
+		p.Feeds = m.feeds(s.cfg.Feeds(), now)
 	}
 	if dbErr != nil {
 		msg := dbErr.Error()

@@ -2,14 +2,21 @@ package web_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/stockpipe/stockpipe/internal/feed"
+	fx "github.com/stockpipe/stockpipe/internal/fixture"
 	"github.com/stockpipe/stockpipe/internal/kafka"
+	"github.com/stockpipe/stockpipe/internal/web"
 )
 
 func TestBrowserPipelinePage(t *testing.T) {
@@ -103,4 +110,45 @@ func TestBrowserPipelinePage(t *testing.T) {
 	}
 	eval[bool](t, ctx, `(document.querySelector('#groups').scrollIntoView(), true)`)
 	screenshot(t, ctx, "pipeline-groups-phone")
+}
+
+// TestBrowserFeedPanel: with a live feed in the process, /pipeline shows
+// its connector — state, since when, messages/s, the last message's age,
+// reconnects and errors — and follows it as it drops and comes back.
+func TestBrowserFeedPanel(t *testing.T) {
+	pool := fx.DB(t, 4)
+	st := feed.NewStats("alpaca")
+	connectedAt := time.Now()
+	st.Connected(connectedAt)
+	st.Messages(500, time.Now())
+	srv, err := web.New(web.Config{Pool: pool, Logger: slog.New(slog.DiscardHandler), RestrictHosts: true,
+		Feeds: func() []feed.Snapshot { return []feed.Snapshot{st.Snapshot()} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = srv.Run(ctx) }()
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+
+	bctx := browser(t)
+	if err := chromedp.Do(bctx, chromedp.Navigate(hs.URL+"/pipeline")); err != nil {
+		t.Fatal(err)
+	}
+	until(t, bctx, "the feed panel", `!document.querySelector('#feeds').hidden && document.querySelectorAll('#feed-rows tr').length === 1`)
+	row := func() []string {
+		return eval[[]string](t, bctx, `[...document.querySelectorAll('#feed-rows tr > *')].map((c) => c.textContent.trim())`)
+	}
+	if r := row(); r[0] != "alpaca" || r[1] != "connected" || r[2] == "–" || r[5] != "0" || r[6] != "0" || !strings.HasSuffix(r[4], "s ago") {
+		t.Fatalf("feed row %q", r)
+	}
+	// The connection drops and comes back: the page follows.
+	st.Disconnected(errors.New("EOF"))
+	until(t, bctx, "the reconnecting state", `document.querySelector('#feed-rows .feed-state').textContent === 'reconnecting'`)
+	if r := row(); r[2] != "–" || r[6] != "1" {
+		t.Fatalf("while reconnecting: %q", r)
+	}
+	st.Connected(time.Now())
+	until(t, bctx, "the reconnect counted", `document.querySelector('#feed-rows tr').children[5].textContent === '1' && document.querySelector('#feed-rows .feed-state').textContent === 'connected'`)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stockpipe/stockpipe/internal/dag"
+	"github.com/stockpipe/stockpipe/internal/feed"
 	"github.com/stockpipe/stockpipe/internal/kafka"
 	"github.com/stockpipe/stockpipe/internal/store"
 	"github.com/stockpipe/stockpipe/internal/telemetry"
@@ -66,6 +67,9 @@ type Config struct {
 	// may name a file to replay (the backfill DAG's file parameter); empty
 	// means the web may name none.
 	ReplayDir string
+	// Feeds, if set, reports the live market-data connectors running in
+	// this process, for the connector panel on /pipeline.
+	Feeds func() []feed.Snapshot
 	// Ready are the checks /readyz runs besides the database's.
 	Ready []Check
 	// Scheduler, if set, backs /dags and the DAG API (a client suffices:

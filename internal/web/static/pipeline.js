@@ -494,6 +494,23 @@ function renderTables(p) {
   )) : [emptyRow(3, 'No tables.')]));
 }
 
+// ---- market-data feeds ----------------------------------------------------------------------
+
+function renderFeeds(p) {
+  const feeds = Array.isArray(p.feeds) ? p.feeds : [];
+  $('feeds').hidden = feeds.length === 0;
+  const rows = feeds.map((f) => {
+    const since = f.state === 'connected' && f.connected_since && !f.connected_since.startsWith('0001-') ? timeEl(f.connected_since) : '–';
+    const age = isNum(f.last_message_age_s) ? `${f.last_message_age_s < 10 ? f.last_message_age_s.toFixed(1) : plainInt(Math.round(f.last_message_age_s))} s ago` : 'none yet';
+    const state = el('td', { className: 'feed-state', title: f.last_error ? `last error: ${f.last_error}` : '' }, f.state || '–');
+    state.dataset.state = f.state || '';
+    return el('tr', { className: 'feed-row' },
+      el('th', { scope: 'row' }, f.source || '–'), state, el('td', {}, since),
+      numCell(fmtRate(f.messages_per_s)), numCell(age), numCell(plainInt(f.reconnects || 0)), numCell(plainInt(f.errors || 0)));
+  });
+  $('feed-rows').replaceChildren(...rows);
+}
+
 // ---- scheduler and disk ----------------------------------------------------------------------
 
 function renderSummary(p) {
@@ -538,6 +555,7 @@ function apply(p, full) {
   renderDeadLetters(p);
   renderTables(p);
   renderSummary(p);
+  renderFeeds(p);
 
   const proc = Array.isArray(p.processor_history) ? p.processor_history : [];
   for (const c of procCharts) (full ? c.set(proc) : c.add(proc));
