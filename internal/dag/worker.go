@@ -103,14 +103,18 @@ type taskWorker struct {
 	s *Scheduler
 }
 
-// Timeout implements river.Worker: the task's own bound on one attempt.
+// Timeout implements river.Worker: the task's own bound on one attempt,
+// plus room for claiming it. The task itself is held to its bound by
+// runTask; were River's deadline the task's, claiming the task (a
+// transaction, slow on a loaded database) would eat into it, and with a
+// short timeout fail before the task ever ran, again and again.
 func (w *taskWorker) Timeout(job *river.Job[taskArgs]) time.Duration {
 	if p, ok := w.s.plans[job.Args.DAG]; ok {
 		if t, ok := p.tasks[job.Args.Task]; ok {
-			return t.timeout()
+			return t.timeout() + bookkeepingTimeout
 		}
 	}
-	return defaultTaskTimeout
+	return defaultTaskTimeout + bookkeepingTimeout
 }
 
 // NextRetry implements river.Worker: the wait of the Config's retry
@@ -296,10 +300,12 @@ func (o attemptOutcome) checksJSON() ([]byte, error) {
 	return doc, nil
 }
 
-// runTask runs one attempt. It returns when the task does, or when the
-// attempt's context ends even if the task ignores it, and turns a panic
-// into an error.
+// runTask runs one attempt, held to the task's timeout. It returns when
+// the task does, or when the attempt's context ends even if the task
+// ignores it, and turns a panic into an error.
 func runTask(ctx context.Context, t *taskPlan, tc *TaskContext) error {
+	ctx, cancel := context.WithTimeout(ctx, t.timeout())
+	defer cancel()
 	done := make(chan error, 1)
 	go func() {
 		defer func() {
