@@ -15,6 +15,7 @@ import (
 	"github.com/stockpipe/stockpipe/internal/dag"
 	"github.com/stockpipe/stockpipe/internal/fixture"
 	"github.com/stockpipe/stockpipe/internal/pgembed/pgtest"
+	"github.com/stockpipe/stockpipe/internal/store"
 )
 
 // dagDB is a fresh, migrated database for the scheduler: its URL and a
@@ -108,7 +109,11 @@ func TestDagManualRunTakesSchedulerRetention(t *testing.T) {
 	y, m, d := time.Now().In(ny).Date()
 	today := time.Date(y, m, d, 0, 0, 0, 0, ny)
 	// Ticks three days and one day before today: 48 hours keep only the
-	// second, seven days both.
+	// second, seven days both. Rows written by hand need their day's
+	// partition, as the sink makes it.
+	if err := store.EnsureDays(ctx, pool, store.TicksTable, today.Add(-72*time.Hour), today.Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO ticks (symbol, seq, ts, price, size, bid, ask, kafka_partition, kafka_offset) VALUES
 		('AAPL', 1, $1, 100, 10, 99, 101, 0, 1), ('AAPL', 2, $2, 100, 10, 99, 101, 0, 2)`,

@@ -47,9 +47,9 @@ const (
 	// sqlNewestTick is the age in seconds of the newest tick and when it
 	// was stored. ingested_at has no index (it would cost the insert path),
 	// so this takes each symbol's newest tick by event time through the
-	// (symbol, ts) index and the latest ingested_at among those: the same
-	// as max(ingested_at) whenever ticks arrive in event time order, as
-	// live ticks do.
+	// primary key (symbol, ts, seq) and the latest ingested_at among those:
+	// the same as max(ingested_at) whenever ticks arrive in event time
+	// order, as live ticks do.
 	sqlNewestTick = `
 		SELECT extract(epoch FROM now() - max(t.ingested_at))::float8, max(t.ingested_at)
 		FROM symbols s CROSS JOIN LATERAL (
@@ -107,7 +107,7 @@ func (s *shipped) healthCheck(ctx context.Context, tc *dag.TaskContext) error {
 	}
 
 	// Dead letters in the last 5 minutes against all records in them.
-	// Ticks count by event time (ts, BRIN-indexed), which for live ticks is
+	// Ticks count by event time (ts, the partition key), which for live ticks is
 	// within a minute of arrival; a replay of history stores ticks with old
 	// event times, and while it runs any rejection counts against few
 	// ticks.

@@ -240,9 +240,10 @@ var qualityChecks = []qualityCheck{
 	},
 	{
 		// Seqs that go back in time: a tick whose ts is more than the
-		// lateness before that of a lower seq of the same symbol. Duplicate
-		// (symbol, seq) pairs cannot be stored at all: the primary key
-		// refuses them.
+		// lateness before that of a lower seq of the same symbol. A seq
+		// stored twice with different ts (ticks' key is (symbol, ts, seq):
+		// a producer's bug, once the processor no longer remembers the
+		// seq) may count here too.
 		name: "seq_order", threshold: "max_seq_regressions", unit: dag.UnitCount,
 		query: `
 			WITH r AS (
@@ -258,7 +259,7 @@ var qualityChecks = []qualityCheck{
 			FROM r`,
 		args: []string{"lateness"},
 		detail: "%[1]d tick(s) more than %[3]v older than a lower seq of the same symbol; " +
-			"duplicate (symbol, seq) pairs cannot be stored (primary key)%[2]s",
+			"a seq stored again with another ts may count (the primary key is (symbol, ts, seq))%[2]s",
 	},
 	{
 		// Candles whose prices contradict each other. The candles_ohlc

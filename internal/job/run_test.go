@@ -166,6 +166,10 @@ func TestEngineBackfillOfTwoSymbolsRebuildsBoth(t *testing.T) {
 	t.Parallel()
 	pool, _ := openDB(t)
 	ctx := context.Background()
+	// Rows written by hand need their day's partition, as the sink makes it.
+	if err := store.EnsureDays(ctx, pool, store.TicksTable, time.Date(2026, 11, 4, 0, 0, 0, 0, time.UTC)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO ticks (symbol, seq, ts, price, size, bid, ask, kafka_partition, kafka_offset)
 		SELECT sym, g + 1, timestamptz '2026-11-04 14:30:00+00' + g * interval '1 second', 100 + g % 7, 10, 99, 120, 0, g
@@ -210,6 +214,9 @@ func TestEngineManualRunTakesTheExecutingNodesDefaults(t *testing.T) {
 	logical := time.Date(2026, 11, 6, 0, 0, 0, 0, ny)
 	// Ticks three days and one day before the logical date: a retention
 	// of 48 hours deletes the first, seven days would keep both.
+	if err := store.EnsureDays(ctx, pool, store.TicksTable, logical.Add(-72*time.Hour), logical.Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO ticks (symbol, seq, ts, price, size, bid, ask, kafka_partition, kafka_offset) VALUES
 		('AAPL', 1, $1, 100, 10, 99, 101, 0, 1), ('AAPL', 2, $2, 100, 10, 99, 101, 0, 2)`,
@@ -246,6 +253,13 @@ func tradingDay(t *testing.T, pool *pgxpool.Pool, date string, firstSeq, rejecte
 	t.Helper()
 	ctx := context.Background()
 	open := date + " 14:30:00+00" // 09:30 New York in November
+	day, err := time.Parse(time.DateOnly, date)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.EnsureDays(ctx, pool, store.TicksTable, day); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := pool.Exec(ctx, `
 		INSERT INTO ticks (symbol, seq, ts, price, size, bid, ask, kafka_partition, kafka_offset)
 		SELECT 'AAPL', $2 + g, $1::timestamptz + g * interval '1 second', 100 + g % 7, 10 + g % 3, 99, 120, 0, $2 + g

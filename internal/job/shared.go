@@ -56,6 +56,14 @@ type Deps struct {
 	// how many ticks it sent, for the backfill DAG's source parameter. Nil
 	// when the scheduler has no provider credentials.
 	PullTrades func(ctx context.Context, log *slog.Logger, source, symbol string, from, to time.Time) (int64, error)
+	// Archive, if set, writes the UTC day of day (its date read in day's
+	// own location) of ticks and its candles to the Parquet cold tier
+	// (archive.WriteDay under the scheduler's --archive-dir), verified
+	// against the database; an error means the day is not archived, so
+	// retention must not drop it. Re-running it for a day replaces that
+	// day's files. Nil when no --archive-dir is set: days are dropped
+	// without an archive.
+	Archive func(ctx context.Context, day time.Time) error
 }
 
 // Shipped returns the DAGs stockpipe ships:

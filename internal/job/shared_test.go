@@ -140,7 +140,8 @@ func (e *dagsEnv) simulate(sessions ...session) {
 				if !errors.As(err, &rj) {
 					rj = &market.Rejection{Reason: market.ReasonMalformedJSON, Detail: err.Error()}
 				}
-				b.Rejected = append(b.Rejected, store.Rejected{Topic: kafka.TopicTicks, Offset: offset,
+				// Produced at its event time: the record's timestamp.
+				b.Rejected = append(b.Rejected, store.Rejected{Topic: kafka.TopicTicks, Offset: offset, RecordTS: rec.TS,
 					Reason: rj.Reason, Detail: rj.Detail, Key: slices.Clone(rec.Key), Raw: slices.Clone(rec.Value)})
 			} else {
 				b.Ticks = append(b.Ticks, store.TickRow{Tick: tk, Offset: offset})

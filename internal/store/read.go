@@ -357,13 +357,18 @@ const ExactRowsBelow = 16 << 20
 
 // Tables returns the sizes and row counts of stockpipe's tables, largest
 // first. The planner's estimate (pg_class.reltuples) is not used: it is
-// zero until the first ANALYZE, which made small tables look empty.
+// zero until the first ANALYZE, which made small tables look empty. A
+// partitioned table (ticks and rejected_ticks, by day) is the sum of its
+// partitions, which hold its rows: the table itself has no storage.
 func (r *Reader) Tables(ctx context.Context) ([]Table, error) {
-	rows, err := r.pool.Query(ctx, `SELECT c.relname, pg_total_relation_size(c.oid),
-		       c.relkind = 'r' AND pg_relation_size(c.oid) < $1, coalesce(s.n_live_tup, 0)
+	rows, err := r.pool.Query(ctx, `SELECT c.relname, coalesce(p.bytes, 0)::bigint, coalesce(p.heap < $1, true), coalesce(p.live, 0)::bigint
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
-		WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
+		CROSS JOIN LATERAL (
+			SELECT sum(pg_total_relation_size(l.oid)) AS bytes, sum(pg_relation_size(l.oid)) AS heap, sum(s.n_live_tup) AS live
+			FROM (SELECT c.oid WHERE c.relkind = 'r'
+			      UNION ALL SELECT relid FROM pg_partition_tree(c.oid) WHERE isleaf) l (oid)
+			LEFT JOIN pg_stat_user_tables s ON s.relid = l.oid) p
+		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = current_schema()
 		  AND c.relname IN ('ticks', 'candles', 'anomalies', 'rejected_ticks', 'consumer_offsets', 'symbols')
 		ORDER BY 2 DESC, 1`, ExactRowsBelow)
 	if err != nil {

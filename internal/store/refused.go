@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -26,10 +27,12 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 // Permanent reports whether err is PostgreSQL refusing the data itself:
 // data exceptions (class 22), integrity constraint violations (23) and
 // program limits such as a row too large (54). Retrying those is useless;
-// anything else (connection loss, shutdown, serialization) may pass.
+// anything else (connection loss, shutdown, serialization) may pass. A row
+// without a day partition to go to (check_violation too) is not refused
+// for what it holds: once its partition is made it is stored.
 func Permanent(err error) bool {
 	var pe *pgconn.PgError
-	if !errors.As(err, &pe) || len(pe.Code) < 2 {
+	if !errors.As(err, &pe) || len(pe.Code) < 2 || isNoPartition(err) {
 		return false
 	}
 	switch pe.Code[:2] {
@@ -63,6 +66,11 @@ var errProbe = errors.New("probe")
 // Nothing is stored. An error that is not a refusal (the database went
 // away) ends the search.
 func (s *Sink) FindRefused(ctx context.Context, rows []TickRow) ([]Refusal, error) {
+	// A row whose day has no partition would look refused.
+	days := appendDays(nil, len(rows), func(i int) time.Time { return rows[i].TS })
+	if err := ensureDays(ctx, s.pool, TicksTable, days); err != nil {
+		return nil, err
+	}
 	var cols tickColumns
 	probe := func(part []TickRow) error {
 		c := cols.fill(part)

@@ -26,9 +26,11 @@ type TickRow struct {
 	market.Tick
 	Partition int32
 	Offset    int64
-	// Raw is the record as it arrived, not stored with the tick: it is what
-	// the dead-letter path gets if PostgreSQL refuses the row.
-	Raw []byte
+	// Raw is the record as it arrived, and RecordTS its Kafka timestamp,
+	// not stored with the tick: they are what the dead-letter path gets if
+	// PostgreSQL refuses the row.
+	Raw      []byte
+	RecordTS time.Time
 }
 
 // Rejected is a record that did not become a tick.
@@ -36,10 +38,35 @@ type Rejected struct {
 	Topic     string
 	Partition int32
 	Offset    int64
-	Reason    market.Reason
-	Detail    string
-	Key       []byte
-	Raw       []byte
+	// RecordTS is the Kafka record's timestamp: the same on every
+	// delivery of the record, it is rejected_ticks' partition key and
+	// part of its unique key (topic, partition, offset, record_ts), which
+	// keeps a record delivered again after a crash from being stored
+	// twice. One before 1970 or after 9999 (none given) is stored as
+	// 1970-01-01 (see RecordTime).
+	RecordTS time.Time
+	Reason   market.Reason
+	Detail   string
+	Key      []byte
+	Raw      []byte
+}
+
+var (
+	minRecordTS = time.Unix(0, 0).UTC()
+	maxRecordTS = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// RecordTime is the record_ts a rejected record with Kafka timestamp t is
+// stored with: t to the microsecond PostgreSQL keeps, or 1970-01-01 for a
+// timestamp outside 1970–9999 (a record without one reads as 1969), which
+// a timestamptz may not hold or which would make a partition for any
+// garbage value. It depends on t alone, so every delivery of a record gets
+// the same.
+func RecordTime(t time.Time) time.Time {
+	if t.Before(minRecordTS) || !t.Before(maxRecordTS) {
+		return minRecordTS
+	}
+	return t.UTC().Truncate(time.Microsecond)
 }
 
 // PartitionCommit moves one partition's stored position from Expected to
@@ -75,6 +102,9 @@ type Batch struct {
 	rej  rejectedColumns
 	cnd  candleColumns
 	anm  anomalyColumns
+	// the UTC days of the ticks and of the rejected records, and those
+	// without a known partition (see Sink.ensure)
+	tickDays, rejDays, missing []int64
 }
 
 // Reset empties b for reuse, keeping its buffers.
@@ -90,7 +120,7 @@ func (b *Batch) Reset() {
 // CommitResult says what a commit stored.
 type CommitResult struct {
 	Inserted   int64 // new tick rows
-	Duplicates int64 // ticks whose (symbol, seq) was already stored
+	Duplicates int64 // ticks whose (symbol, ts, seq) was already stored
 	Anomalies  int64 // new anomaly rows
 }
 
@@ -110,6 +140,8 @@ type Sink struct {
 	// conflictFree counts batches since COPY last met a stored tick; below
 	// zero, COPY is paused.
 	conflictFree atomic.Int64
+	// parts remembers the day partitions known to exist.
+	parts partitionCache
 }
 
 // NewSink returns a Sink writing through pool.
@@ -147,36 +179,82 @@ type StoredTick struct {
 	Offset    int64
 }
 
-// FindTick returns where the tick (symbol, seq) was stored from, and false
-// if it is not stored. The processor asks for seqs older than it
+// FindTick returns where the tick (symbol, ts, seq) was stored from, and
+// false if it is not stored. The processor asks for seqs older than it
 // remembers, to tell a resend (stored by an earlier record) from a tick it
-// has never taken.
-func (s *Sink) FindTick(ctx context.Context, symbol string, seq int64) (StoredTick, bool, error) {
+// has never taken. A resend carries the tick's ts, which makes the lookup
+// one probe of the primary key in one day partition; a stored (symbol,
+// seq) with another ts is another tick.
+func (s *Sink) FindTick(ctx context.Context, symbol string, ts time.Time, seq int64) (StoredTick, bool, error) {
 	var st StoredTick
-	err := s.pool.QueryRow(ctx, `SELECT kafka_partition, kafka_offset FROM ticks WHERE symbol = $1 AND seq = $2`,
-		symbol, seq).Scan(&st.Partition, &st.Offset)
+	err := s.pool.QueryRow(ctx, `SELECT kafka_partition, kafka_offset FROM ticks WHERE symbol = $1 AND ts = $2 AND seq = $3`,
+		symbol, ts, seq).Scan(&st.Partition, &st.Offset)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return st, false, nil
 	}
 	if err != nil {
-		return st, false, fmt.Errorf("looking up tick %s %d: %w", symbol, seq, err)
+		return st, false, fmt.Errorf("looking up tick %s %d at %s: %w", symbol, seq, ts.Format(time.RFC3339Nano), err)
 	}
 	return st, true, nil
 }
 
+// ensure makes sure the day partitions the batch's ticks and rejected
+// records go to exist, before its transaction: days the sink has seen
+// made cost a lookup in memory, others a query and, where missing, a short
+// transaction of their own (see partition.go).
+func (s *Sink) ensure(ctx context.Context, b *Batch) error {
+	b.tickDays = appendDays(b.tickDays[:0], len(b.Ticks), func(i int) time.Time { return b.Ticks[i].TS })
+	b.rejDays = appendDays(b.rejDays[:0], len(b.Rejected), func(i int) time.Time { return RecordTime(b.Rejected[i].RecordTS) })
+	for _, t := range []struct {
+		table string
+		days  []int64
+	}{{TicksTable, b.tickDays}, {RejectedTable, b.rejDays}} {
+		b.missing = s.parts.missing(b.missing[:0], t.table, t.days)
+		if len(b.missing) == 0 {
+			continue
+		}
+		if err := ensureDays(ctx, s.pool, t.table, b.missing); err != nil {
+			return err
+		}
+		s.parts.add(t.table, b.missing)
+	}
+	return nil
+}
+
 // Commit stores the batch in one transaction: tick rows (duplicates of stored
-// (symbol, seq) skipped), rejected records, and the partitions' new offsets
-// and state. If any partition's stored offset is not the one the batch
-// expects, nothing is stored and the error wraps ErrFenced.
+// (symbol, ts, seq) skipped), rejected records, and the partitions' new
+// offsets and state. If any partition's stored offset is not the one the
+// batch expects, nothing is stored and the error wraps ErrFenced.
+//
+// The day partitions the rows go to are made first, each in a short
+// transaction of its own (ensure). Should one the sink knew be gone —
+// retention dropped the day since — the sink forgets what it knew and
+// makes them again.
 //
 // The ticks go straight into their table by binary COPY, PostgreSQL's
 // fastest way in (multi-row heap inserts, no per-row executor), and the
 // rest of the batch follows in one pipelined round trip. COPY cannot skip a
-// (symbol, seq) already stored; the processor drops resends it remembers, so
-// that is rare, and when it happens the transaction is redone with
-// INSERT … SELECT FROM unnest($arrays) ON CONFLICT DO NOTHING, which the
-// sink then keeps using for a while.
+// tick already stored; the processor drops resends it remembers, so that is
+// rare, and when it happens the transaction is redone with INSERT … SELECT
+// FROM unnest($arrays) ON CONFLICT DO NOTHING, which the sink then keeps
+// using for a while.
 func (s *Sink) Commit(ctx context.Context, b *Batch) (CommitResult, error) {
+	if err := s.ensure(ctx, b); err != nil {
+		return CommitResult{}, err
+	}
+	res, err := s.commitRows(ctx, b)
+	if isNoPartition(err) {
+		s.parts.forget()
+		if err := s.ensure(ctx, b); err != nil {
+			return CommitResult{}, err
+		}
+		res, err = s.commitRows(ctx, b)
+	}
+	return res, err
+}
+
+// commitRows is Commit once the partitions are made.
+func (s *Sink) commitRows(ctx context.Context, b *Batch) (CommitResult, error) {
 	useCopy := len(b.Ticks) >= minCopy && s.conflictFree.Load() >= 0
 	if useCopy {
 		res, err := s.commit(ctx, b, true)
@@ -200,7 +278,7 @@ const (
 	copyPause = 50
 )
 
-// errTickConflict is COPY meeting a (symbol, seq) already stored.
+// errTickConflict is COPY meeting a (symbol, ts, seq) already stored.
 var errTickConflict = errors.New("a tick of the batch is already stored")
 
 func (s *Sink) commit(ctx context.Context, b *Batch, copyTicks bool) (CommitResult, error) {
@@ -251,10 +329,10 @@ func (s *Sink) commit(ctx context.Context, b *Batch, copyTicks bool) (CommitResu
 	}
 	if len(b.Rejected) > 0 {
 		r := b.rej.fill(b.Rejected)
-		onResult(pb.Queue(`INSERT INTO rejected_ticks (topic, partition, "offset", reason, detail, key, raw)
-			SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::bytea[])
-			ON CONFLICT (topic, partition, "offset") DO NOTHING`,
-			r.topic, r.partition, r.offset, r.reason, r.detail, r.key, r.raw),
+		onResult(pb.Queue(`INSERT INTO rejected_ticks (topic, partition, "offset", record_ts, reason, detail, key, raw)
+			SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::timestamptz[], $5::text[], $6::text[], $7::bytea[], $8::bytea[])
+			ON CONFLICT (topic, partition, "offset", record_ts) DO NOTHING`,
+			r.topic, r.partition, r.offset, r.recordTS, r.reason, r.detail, r.key, r.raw),
 			func(_ pgconn.CommandTag, err error) error {
 				if err != nil {
 					return fmt.Errorf("inserting %d rejected records: %w", len(b.Rejected), refused("rejected_ticks", err))
@@ -361,7 +439,7 @@ func onResult(q *pgx.QueuedQuery, fn func(pgconn.CommandTag, error) error) {
 const insertTicksSQL = `INSERT INTO ticks (symbol, seq, ts, price, size, bid, ask, kafka_partition, kafka_offset)
 	SELECT * FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::float8[], $5::bigint[],
 	                     $6::float8[], $7::float8[], $8::int[], $9::bigint[])
-	ON CONFLICT (symbol, seq) DO NOTHING`
+	ON CONFLICT (symbol, ts, seq) DO NOTHING`
 
 var tickCopyColumns = []string{"symbol", "seq", "ts", "price", "size", "bid", "ask", "kafka_partition", "kafka_offset"}
 
@@ -420,6 +498,7 @@ type rejectedColumns struct {
 	topic     []string
 	partition []int32
 	offset    []int64
+	recordTS  []time.Time
 	reason    []string
 	detail    []string
 	key       [][]byte
@@ -427,13 +506,14 @@ type rejectedColumns struct {
 }
 
 func (c *rejectedColumns) fill(rows []Rejected) *rejectedColumns {
-	c.topic, c.partition, c.offset = c.topic[:0], c.partition[:0], c.offset[:0]
+	c.topic, c.partition, c.offset, c.recordTS = c.topic[:0], c.partition[:0], c.offset[:0], c.recordTS[:0]
 	c.reason, c.detail, c.key, c.raw = c.reason[:0], c.detail[:0], c.key[:0], c.raw[:0]
 	for i := range rows {
 		r := &rows[i]
 		c.topic = append(c.topic, r.Topic)
 		c.partition = append(c.partition, r.Partition)
 		c.offset = append(c.offset, r.Offset)
+		c.recordTS = append(c.recordTS, RecordTime(r.RecordTS))
 		c.reason = append(c.reason, string(r.Reason))
 		c.detail = append(c.detail, r.Detail)
 		c.key = append(c.key, r.Key)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -76,8 +77,10 @@ func Open(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error
 	return pool, nil
 }
 
-// Migrate brings the schema up to date. A PostgreSQL advisory lock makes it
-// safe for several processes to migrate the same database at once.
+// Migrate brings the schema up to date, and makes the day partitions of
+// ticks and rejected_ticks around the present (see EnsureAhead). A
+// PostgreSQL advisory lock makes it safe for several processes to migrate
+// the same database at once.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	locker, err := lock.NewPostgresSessionLocker()
 	if err != nil {
@@ -96,6 +99,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	}
 	for _, r := range results {
 		log.Info("applied migration", "version", r.Source.Version, "file", r.Source.Path, "took", r.Duration)
+	}
+	// The day partitions of the present, so that the processor starting
+	// now seldom has one to make: the day before (the backlog of a
+	// processor started after midnight), today and the next two.
+	if err := EnsureAhead(ctx, pool, time.Now(), 1); err != nil {
+		return fmt.Errorf("making the day partitions: %w", err)
 	}
 	return nil
 }

@@ -248,28 +248,31 @@ func (p *Processor) add(ctx context.Context, w *work, f kgo.Fetches) (err error)
 				rj = &market.Rejection{Reason: market.ReasonMalformedJSON, Detail: rerr.Error()}
 			}
 			l.b.Rejected = append(l.b.Rejected, store.Rejected{
-				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset,
+				Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, RecordTS: r.Timestamp,
 				Reason: rj.Reason, Detail: rj.Detail, Key: r.Key, Raw: r.Value,
 			})
 			w.outbound.deadLetter(p.cfg.DLQTopic, r, rj)
 			return
 		}
-		l.b.Ticks = append(l.b.Ticks, store.TickRow{Tick: t, Partition: r.Partition, Offset: r.Offset, Raw: r.Value})
+		l.b.Ticks = append(l.b.Ticks, store.TickRow{Tick: t, Partition: r.Partition, Offset: r.Offset, Raw: r.Value, RecordTS: r.Timestamp})
 	})
 	return err
 }
 
 // known reports whether an earlier record of r's partition carried the
-// tick's (symbol, seq) and was taken: this batch's ticks so far, else the
-// database, once the batch in flight is in it. The analytics remembers
-// only the last 4,096 seqs of a symbol, and a tick is a duplicate only if
-// its (symbol, seq) is stored; anything else, however old its seq, is
-// stored or rejected with a reason. p.mu is held, and released while the
-// batch in flight finishes: no rebalance can run meanwhile, since add is
-// called between a poll and AllowRebalance.
+// tick — its (symbol, ts, seq), the key of ticks — and was taken: this
+// batch's ticks so far, else the database, once the batch in flight is in
+// it. The analytics remembers only the last 4,096 seqs of a symbol, and
+// beyond them a tick is a duplicate only if it is stored; anything else,
+// however old its seq, is stored or rejected with a reason. A stored
+// (symbol, seq) with another ts (a producer's bug) is another tick here,
+// in the batch as in the database, so that where batches end does not
+// decide. p.mu is held, and released while the batch in flight finishes:
+// no rebalance can run meanwhile, since add is called between a poll and
+// AllowRebalance.
 func (p *Processor) known(ctx context.Context, w *work, r *kgo.Record, t *market.Tick) (bool, error) {
 	for _, k := range w.lane(r.Partition).b.Ticks {
-		if k.Partition == r.Partition && k.Seq == t.Seq && k.Symbol == t.Symbol {
+		if k.Partition == r.Partition && k.Seq == t.Seq && k.Symbol == t.Symbol && k.TS.Equal(t.TS) {
 			return true, nil
 		}
 	}
@@ -284,8 +287,8 @@ func (p *Processor) known(ctx context.Context, w *work, r *kgo.Record, t *market
 	return p.storedBefore(ctx, r, t)
 }
 
-// storedBefore reports whether the database holds the tick's (symbol, seq)
-// from an earlier record than r (or from another partition or topic).
+// storedBefore reports whether the database holds the tick (symbol, ts,
+// seq) from an earlier record than r (or from another partition or topic).
 func (p *Processor) storedBefore(ctx context.Context, r *kgo.Record, t *market.Tick) (bool, error) {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
@@ -293,7 +296,7 @@ func (p *Processor) storedBefore(ctx context.Context, r *kgo.Record, t *market.T
 	var found bool
 	err := withRetry(lctx, p.log, "looking up an old seq", func() error {
 		var err error
-		st, found, err = p.sink.FindTick(lctx, t.Symbol, t.Seq)
+		st, found, err = p.sink.FindTick(lctx, t.Symbol, t.TS, t.Seq)
 		return err
 	})
 	if err != nil {

@@ -128,7 +128,7 @@ func (f *fakeSink) FindRefused(_ context.Context, ticks []store.TickRow) ([]stor
 	return out, nil
 }
 
-func (f *fakeSink) FindTick(context.Context, string, int64) (store.StoredTick, bool, error) {
+func (f *fakeSink) FindTick(context.Context, string, time.Time, int64) (store.StoredTick, bool, error) {
 	return store.StoredTick{}, false, nil
 }
 

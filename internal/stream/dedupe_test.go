@@ -154,3 +154,50 @@ func TestReplayIntoLiveSymbolIsLate(t *testing.T) {
 		t.Errorf("%d replayed ticks dropped as duplicates of live ones", ps.Duplicates)
 	}
 }
+
+// TestSameSeqOtherTS: a record with a stored (symbol, seq) but another ts (a
+// producer's bug) is dropped as a duplicate while its seq is in the
+// processor's memory (the last 4,096 seqs of the symbol); older, the
+// database, whose key is (symbol, ts, seq), does not see it as one, and it
+// is stored as another row. A true resend of an old seq (same ts) is still
+// a duplicate, found in the database.
+func TestSameSeqOtherTS(t *testing.T) {
+	e := newEnv(t)
+	// 5,000 ticks 100 µs apart: half a second, so that a resend of the
+	// first is still on time by the symbol's watermark.
+	base := time.Now().UTC().Add(-time.Minute).Truncate(time.Millisecond)
+	tk := func(seq int64, ts time.Time) market.Tick {
+		return market.Tick{Symbol: "SEQTS", Seq: seq, TS: ts, Price: 10, Size: 100, Bid: 9.99, Ask: 10.01}
+	}
+	var first []market.Tick
+	for seq := int64(1); seq <= 5000; seq++ {
+		first = append(first, tk(seq, base.Add(time.Duration(seq)*100*time.Microsecond)))
+	}
+	sent := e.send(first...)
+	stop := e.processor("g1")
+	e.waitFor("the first ticks committed", time.Minute, func() bool { return e.committed("g1") == sent })
+
+	newest := first[len(first)-1].TS
+	sent += e.send(
+		tk(4990, newest.Add(time.Millisecond)),  // in memory: a duplicate, whatever its ts
+		tk(3, newest.Add(2*time.Millisecond)),   // beyond memory, another ts: another row
+		tk(5, base.Add(5*100*time.Microsecond)), // beyond memory, the same ts: a duplicate
+	)
+	e.waitFor("the resends committed", time.Minute, func() bool { return e.committed("g1") == sent })
+	ps := stop()
+
+	for seq, want := range map[int64]int64{4990: 1, 3: 2, 5: 1} {
+		if n := e.count(`SELECT count(*) FROM ticks WHERE symbol = 'SEQTS' AND seq = $1`, seq); n != want {
+			t.Errorf("seq %d stored %d times, want %d", seq, n, want)
+		}
+	}
+	if n := e.count(`SELECT count(*) FROM ticks WHERE symbol = 'SEQTS' AND seq = 3 AND ts = $1`, newest.Add(2*time.Millisecond)); n != 1 {
+		t.Error("seq 3 with its other ts is not stored as a row of its own")
+	}
+	if n := e.count(`SELECT count(*) FROM rejected_ticks`); n != 0 {
+		t.Errorf("%d records rejected, want none", n)
+	}
+	if ps.Duplicates != 2 {
+		t.Errorf("%d duplicates dropped, want 2 (seq 4990 in memory, seq 5 found stored)", ps.Duplicates)
+	}
+}

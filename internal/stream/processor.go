@@ -137,8 +137,8 @@ type sink interface {
 	// FindRefused finds the rows among ticks that PostgreSQL refuses,
 	// storing nothing.
 	FindRefused(ctx context.Context, ticks []store.TickRow) ([]store.Refusal, error)
-	// FindTick says where a stored (symbol, seq) came from.
-	FindTick(ctx context.Context, symbol string, seq int64) (store.StoredTick, bool, error)
+	// FindTick says where a stored tick (symbol, ts, seq) came from.
+	FindTick(ctx context.Context, symbol string, ts time.Time, seq int64) (store.StoredTick, bool, error)
 }
 
 // Processor consumes ticks and stores them exactly once.

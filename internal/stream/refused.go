@@ -37,7 +37,7 @@ func (p *Processor) isolateRefused(ctx context.Context, cl *kgo.Client, b *store
 			rj := &market.Rejection{Reason: market.ReasonDatabase, Detail: bad[next].Err.Error()}
 			next++
 			b.Rejected = append(b.Rejected, store.Rejected{Topic: p.cfg.Topic, Partition: t.Partition, Offset: t.Offset,
-				Reason: rj.Reason, Detail: rj.Detail, Key: []byte(t.Symbol), Raw: t.Raw})
+				RecordTS: t.RecordTS, Reason: rj.Reason, Detail: rj.Detail, Key: []byte(t.Symbol), Raw: t.Raw})
 			dl.deadLetter(p.cfg.DLQTopic, &kgo.Record{Topic: p.cfg.Topic, Partition: t.Partition,
 				Offset: t.Offset, Key: []byte(t.Symbol), Value: t.Raw}, rj)
 			continue
