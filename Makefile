@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/stockpipe
 PKGS    := ./...
 
-.PHONY: all build run test test-short test-chaos vet lint fmt bench fuzz clean
+.PHONY: all build run test test-short test-chaos vet lint fmt bench fuzz clean parquet-reader tools
 
 # golangci-lint, built from the module proxy into bin/ the first time.
 GOLANGCI_VERSION := v2.15.0
@@ -22,7 +22,7 @@ run: build
 
 ## test: vet, golangci-lint, formatting and every test (race detector on) against a real broker, PostgreSQL and Chromium,
 ## then short fuzz runs of the tick decoder and the tick rules
-test: vet lint
+test: vet lint parquet-reader
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed on:"; gofmt -l .; exit 1; }
 	$(GO) test -race -count=1 -timeout 9m $(PKGS)
 	$(GO) test ./internal/market -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 15s
@@ -49,6 +49,20 @@ $(GOLANGCI):
 
 fmt:
 	gofmt -w .
+
+## tools: the test tools a fresh machine builds once (golangci-lint, the Parquet reader); make test does it too
+tools: $(GOLANGCI) parquet-reader
+
+## parquet-reader: the Parquet engine apart from parquet-go that the archive's tests read its files with
+## (hyparquet on Node.js, .ci/parquet-reader), installed from its lock file the first time and when the lock changes
+PARQUET_READER := .ci/parquet-reader/node_modules/.installed
+
+parquet-reader: $(PARQUET_READER)
+
+$(PARQUET_READER): .ci/parquet-reader/package.json .ci/parquet-reader/package-lock.json
+	@command -v npm >/dev/null || { echo "parquet-reader: needs Node.js 20 and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix .ci/parquet-reader --no-audit --no-fund --loglevel=error
+	@touch $@
 
 ## bench: the hot-path micro-benchmarks, then the end-to-end load test
 bench: build

@@ -26,11 +26,14 @@ type schedFlags struct {
 	partitions int
 	group      string
 	replayDir  string
+	archiveDir string
 }
 
 func (f *schedFlags) register(c *command, withPartitions bool) {
 	c.fs.DurationVar(&f.retention, "retention", 7*24*time.Hour, "how long the retention DAG keeps raw ticks (candles are kept)")
 	c.fs.StringVar(&f.replayDir, "replay-dir", "", "directory below which the backfill DAG's file parameter must lie; the web may name a file only if this is set")
+	c.fs.StringVar(&f.archiveDir, "archive-dir", "", "before dropping a day of ticks, write it and its candles to Parquet under DIR "+
+		"(DIR/ticks/date=YYYY-MM-DD/part-0.parquet, DIR/candles/…; replay them with replay --parquet); empty: no archive")
 	if withPartitions {
 		c.fs.IntVar(&f.partitions, "partitions", 6, "partition count the health DAG expects of the ticks topic")
 	}
@@ -39,8 +42,9 @@ func (f *schedFlags) register(c *command, withPartitions bool) {
 	}
 }
 
-// dags are the shipped DAGs as these flags configure them.
-func (f *schedFlags) dags(pool *pgxpool.Pool, kcfg kafka.Config, group string) []dag.DAG {
+// dags are the shipped DAGs as these flags configure them. log, if not
+// nil, is told what the DAGs' helpers outside the engine did (the archive).
+func (f *schedFlags) dags(pool *pgxpool.Pool, kcfg kafka.Config, group string, log *slog.Logger) []dag.DAG {
 	if f.partitions == 0 {
 		f.partitions = 6
 	}
@@ -48,12 +52,13 @@ func (f *schedFlags) dags(pool *pgxpool.Pool, kcfg kafka.Config, group string) [
 		group = f.group
 	}
 	return job.Shipped(job.Deps{Pool: pool, Kafka: kcfg, Group: group,
-		Partitions: int32(f.partitions), Retention: f.retention, ReplayDir: f.replayDir, PullTrades: alpacaPuller(kcfg)})
+		Partitions: int32(f.partitions), Retention: f.retention, ReplayDir: f.replayDir, PullTrades: alpacaPuller(kcfg),
+		Archive: archiver(pool, f.archiveDir, log)})
 }
 
 // config is a scheduler's configuration with the shipped DAGs.
 func (f *schedFlags) config(pool *pgxpool.Pool, kcfg kafka.Config, group string, log *slog.Logger) dag.Config {
-	return dag.Config{Pool: pool, DAGs: f.dags(pool, kcfg, group), Logger: log}
+	return dag.Config{Pool: pool, DAGs: f.dags(pool, kcfg, group, log), Logger: log}
 }
 
 func schedulerCommand() *command {
@@ -164,7 +169,7 @@ func dagCommand() *command {
 		// What is asked of a DAG is checked before the database is: a
 		// misspelt name or a bad value is a one-line answer at once, not
 		// after waiting --db-wait for an unreachable PostgreSQL.
-		d, known := findDAG(sf.dags(nil, kcfg, ""), name)
+		d, known := findDAG(sf.dags(nil, kcfg, "", nil), name)
 		if name != "" && !known {
 			return fmt.Errorf("dag %s: no DAG named %q (stockpipe dag list shows them)", verb, name)
 		}

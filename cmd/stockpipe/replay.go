@@ -15,12 +15,14 @@ import (
 )
 
 func replayCommand() *command {
-	c := newCommand("replay", "replay a historical OHLCV CSV (Yahoo Finance / yfinance format), or a recorded live session, as ticks",
+	c := newCommand("replay", "replay a historical OHLCV CSV (Yahoo Finance / yfinance format), a recorded live session, or a Parquet archive, as ticks",
 		"stockpipe replay --brokers 127.0.0.1:9092 --file AAPL.csv --speed 0")
 	var kf kafkaFlags
 	kf.register(c.fs, "Kafka brokers, host:port[,host:port…]")
 	file := c.fs.String("file", "", "CSV file with Date (or Datetime),Open,High,Low,Close[,Adj Close],Volume")
 	recording := c.fs.String("recording", "", "a live session written by ingest --record (or up --record), replayed instead of --file")
+	var af archiveFlags
+	af.register(c)
 	symbol := c.fs.String("symbol", "", "ticker for the file's rows (default: the file name's stem in upper case)")
 	speed := c.fs.Float64("speed", 0, "simulated seconds per wall-clock second; 0 = as fast as possible")
 	skipBad := c.fs.Bool("skip-bad", false, "skip and count bad rows instead of stopping at the first")
@@ -29,14 +31,24 @@ func replayCommand() *command {
 	var pr peer
 	pr.register(c)
 	c.run = func(rc *runCtx) error {
-		if *file == "" && *recording == "" {
-			return errors.New("--file is required (a CSV exported from Yahoo Finance or yfinance), or --recording (a session written by --record)")
+		var given []string
+		for _, f := range []struct{ name, value string }{{"--file", *file}, {"--recording", *recording}, {"--parquet", af.dir}} {
+			if f.value != "" {
+				given = append(given, f.name)
+			}
 		}
-		if *file != "" && *recording != "" {
-			return errors.New("--file and --recording both given: replay one at a time")
+		if len(given) == 0 {
+			return errors.New("--file is required (a CSV exported from Yahoo Finance or yfinance), or --recording (a session written by --record), " +
+				"or --parquet (an archive directory, with --from and --to)")
+		}
+		if len(given) > 1 {
+			return fmt.Errorf("%s given together: replay one at a time", strings.Join(given, " and "))
 		}
 		if *speed < 0 {
 			return errors.New("--speed must be 0 (as fast as possible) or above")
+		}
+		if af.dir != "" {
+			return replayParquet(rc, &kf, &pr, &af, *speed, int32(*partitions))
 		}
 		if *recording != "" {
 			return replayRecording(rc, &kf, &pr, *recording, *speed, int32(*partitions))
