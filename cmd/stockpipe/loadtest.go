@@ -13,6 +13,7 @@ import (
 
 	"github.com/stockpipe/stockpipe/internal/datadir"
 	"github.com/stockpipe/stockpipe/internal/loadtest"
+	"github.com/stockpipe/stockpipe/internal/web"
 )
 
 func loadtestCommand() *command {
@@ -30,6 +31,8 @@ func loadtestCommand() *command {
 	asJSON := c.fs.Bool("json", false, "print the report as one JSON object")
 	batchSize := c.fs.Int("batch-size", 10_000, "processor: records per transaction at most")
 	batchWait := c.fs.Duration("batch-wait", 0, "processor: how much longer a batch may wait to fill once it has records (0: none; the next batch fills while one commits)")
+	liveRate := c.fs.Int("live-rate", web.DefaultLiveRate, "web server: live updates per symbol per second a browser gets (0 = every one)")
+	sseClients := c.fs.Int("sse-clients", 0, "also connect this many clients to the overview's live stream and report the events each gets and this process's CPU meanwhile (0 = only the one measuring tick→browser latency)")
 	cpuProfile := c.fs.String("cpuprofile", "", "write a CPU profile of the whole run (generator, broker, processor, server) to this file, for `go tool pprof`")
 	soak := c.fs.Duration("soak", 0, "instead: a soak of this length at --rate (default 20000), the processor in its own process, its memory and the lag sampled, then exactly-once checked")
 	killEvery := c.fs.Duration("kill-every", 0, "soak: SIGKILL the processor this often and restart it (0 = never)")
@@ -58,10 +61,14 @@ func loadtestCommand() *command {
 			return errors.New("--baseline-rows must be at least 1")
 		case *partitions < 1:
 			return errors.New("--partitions must be at least 1")
+		case *liveRate < 0:
+			return errors.New("--live-rate must be 0 (every update) or above")
+		case *sseClients < 0:
+			return errors.New("--sse-clients must be 0 or above")
 		}
 		cfg := loadtest.Config{Count: *count, Rate: *rate, Symbols: *symbols, DataDir: *dataDir,
 			DatabaseURL: *url, BaselineRows: *baseline, Partitions: int32(*partitions), Logger: rc.log,
-			BatchSize: *batchSize, BatchWait: *batchWait}
+			BatchSize: *batchSize, BatchWait: *batchWait, LiveRate: *liveRate, SSEClients: *sseClients}
 		if kf.brokers != "" {
 			kcfg, err := kf.config(rc, "stockpipe-loadtest")
 			if err != nil {

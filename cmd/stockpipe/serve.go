@@ -84,6 +84,7 @@ type httpFlags struct {
 	token        string
 	insecure     bool
 	allowedHosts string
+	liveRate     int
 }
 
 func (h *httpFlags) register(c *command) {
@@ -91,6 +92,7 @@ func (h *httpFlags) register(c *command) {
 	c.fs.StringVar(&h.token, "auth-token", "", "token required on every state-changing request (Authorization: Bearer …); needed to serve beyond loopback")
 	c.fs.BoolVar(&h.insecure, "insecure", false, "allow serving beyond loopback without --auth-token")
 	c.fs.StringVar(&h.allowedHosts, "allowed-hosts", "", "host names the dashboard answers to besides loopback addresses and localhost (comma-separated; e.g. the name a reverse proxy forwards); given, they are enforced on any bind")
+	c.fs.IntVar(&h.liveRate, "live-rate", web.DefaultLiveRate, "live updates per symbol per second a browser gets (0 = every one)")
 }
 
 // apply sets the web configuration's access rules from the flags: the
@@ -101,6 +103,7 @@ func (h *httpFlags) apply(cfg web.Config) web.Config {
 	cfg.RequireToken = !h.loopback()
 	cfg.AllowedHosts = splitList(h.allowedHosts)
 	cfg.RestrictHosts = h.loopback() || len(cfg.AllowedHosts) > 0
+	cfg.LiveRate = h.liveRate
 	return cfg
 }
 
@@ -121,6 +124,9 @@ func (h *httpFlags) loopback() bool {
 func (h *httpFlags) check() error {
 	if _, _, err := net.SplitHostPort(h.addr); err != nil {
 		return fmt.Errorf("--http %q is not host:port (for example 127.0.0.1:8050)", h.addr)
+	}
+	if h.liveRate < 0 {
+		return fmt.Errorf("--live-rate %d: give updates per symbol per second, or 0 for every one", h.liveRate)
 	}
 	if !h.loopback() && h.token == "" && !h.insecure {
 		return fmt.Errorf("--http %s is reachable beyond this machine: set --auth-token (or STOCKPIPE_AUTH_TOKEN), or pass --insecure to serve without one", h.addr)

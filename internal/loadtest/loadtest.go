@@ -6,10 +6,12 @@ package loadtest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -21,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -59,7 +62,19 @@ type Config struct {
 	// 10,000 records and no extra wait).
 	BatchSize int
 	BatchWait time.Duration
+	// LiveRate is the web server's live rate (web.Config.LiveRate): updates
+	// per symbol per second each browser gets; 0 = every one.
+	LiveRate int
+	// SSEClients, if above 0, connects that many more clients to the
+	// overview's stream (OverviewStream) and measures the events each gets
+	// and this process's CPU while they are connected.
+	SSEClients int
 }
+
+// OverviewStream is the live stream the overview page opens: the latest
+// price of every symbol, 1m candles for its sparklines, anomalies and
+// status.
+const OverviewStream = "/api/stream?ticks=all&candles=1m&anomalies=1&status=1"
 
 func (c *Config) setDefaults() error {
 	if c.Count == 0 {
@@ -91,6 +106,10 @@ func (c *Config) setDefaults() error {
 		return errors.New("baseline rows must be at least 1")
 	case c.Partitions < 1:
 		return errors.New("partitions must be at least 1")
+	case c.LiveRate < 0:
+		return errors.New("live rate must be 0 (every update) or above")
+	case c.SSEClients < 0:
+		return errors.New("SSE clients must be 0 or above")
 	}
 	return nil
 }
@@ -136,7 +155,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	rep := Report{
 		Date: time.Now().UTC(), Count: cfg.Count, Rate: cfg.Rate, Symbols: cfg.Symbols,
-		Partitions: cfg.Partitions, BaselineRows: cfg.BaselineRows,
+		Partitions: cfg.Partitions, BaselineRows: cfg.BaselineRows, LiveRate: cfg.LiveRate,
 		Machine: Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS, Arch: runtime.GOARCH, Go: runtime.Version()},
 	}
 
@@ -205,11 +224,33 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if err := runPipeline(ctx, cfg, syms, kcfg, topic, group, pool, &rep); err != nil {
 		return rep, err
 	}
+	if err := measureStorage(ctx, pool, &rep); err != nil {
+		return rep, err
+	}
 	if err := runBaselines(ctx, pool, cfg.BaselineRows, &rep); err != nil {
 		return rep, err
 	}
 	rep.evaluate()
 	return rep, nil
+}
+
+// measureStorage fills in what the stored ticks take on disk: the sum over
+// the day partitions of ticks of their rows, indexes (and TOAST, free
+// space and visibility maps), per stored tick.
+func measureStorage(ctx context.Context, pool *pgxpool.Pool, rep *Report) error {
+	var rows, total, heap int64
+	err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM ticks),
+		coalesce(sum(pg_total_relation_size(relid)), 0)::bigint, coalesce(sum(pg_table_size(relid)), 0)::bigint
+		FROM pg_partition_tree('ticks') WHERE isleaf`).Scan(&rows, &total, &heap)
+	if err != nil {
+		return fmt.Errorf("measuring the stored ticks: %w", err)
+	}
+	rep.TicksBytes = total
+	if rows > 0 {
+		rep.BytesPerTick = float64(total) / float64(rows)
+		rep.IndexBytesPerTick = float64(total-heap) / float64(rows)
+	}
+	return nil
 }
 
 // tempDataDir makes a temporary data directory and returns it with the
@@ -326,7 +367,7 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 	if err != nil {
 		return err
 	}
-	srv, err := web.New(web.Config{Pool: pool, Kafka: kcfg, Group: group, Logger: log})
+	srv, err := web.New(web.Config{Pool: pool, Kafka: kcfg, Group: group, Logger: log, LiveRate: cfg.LiveRate})
 	if err != nil {
 		return err
 	}
@@ -346,6 +387,17 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 	sctx, stopSSE := context.WithCancel(pctx)
 	var sseWG sync.WaitGroup
 	sseWG.Go(func() { sse.run(sctx) })
+	// The browsers of --sse-clients, each on a connection of its own as
+	// browsers are.
+	crowd := make([]*sseCounter, cfg.SSEClients)
+	crowdTransport := &http.Transport{MaxIdleConnsPerHost: cfg.SSEClients}
+	defer crowdTransport.CloseIdleConnections()
+	for i := range crowd {
+		c := &sseCounter{url: "http://" + ln.Addr().String() + OverviewStream, hc: &http.Client{Transport: crowdTransport},
+			connected: make(chan struct{})}
+		crowd[i] = c
+		sseWG.Go(func() { c.run(sctx) })
+	}
 	defer func() {
 		stopSSE()
 		sseWG.Wait()
@@ -371,6 +423,13 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 	case <-sse.connected:
 	case <-ready.C:
 		return errors.New("the live stream did not connect within 60 s")
+	}
+	for _, c := range crowd {
+		select {
+		case <-c.connected:
+		case <-ready.C:
+			return fmt.Errorf("not all %d SSE clients connected within 60 s", len(crowd))
+		}
 	}
 	// The server LISTENs on its own connection, asynchronously.
 	select {
@@ -402,6 +461,7 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 	prod.Metrics = metrics
 
 	cpu0, pg0 := cpuTimes(), postgresCPU(ctx, pool)
+	t0, crowd0 := time.Now(), crowdCounts(crowd)
 	var first time.Time
 	log.Info("producing", "count", cfg.Count, "mode", rep.Mode)
 	n, err := generate.Run(ctx, sim, generate.Pace{Speed: speed}, func(ctx context.Context, r generate.Record) error {
@@ -447,6 +507,11 @@ func runPipeline(ctx context.Context, cfg Config, syms []generate.Symbol, kcfg k
 		}
 	}
 	cpu1, pg1 := cpuTimes(), postgresCPU(ctx, pool)
+	t1, crowd1 := time.Now(), crowdCounts(crowd)
+	if len(crowd) > 0 {
+		rep.SSE = crowdReport(crowd, crowd0, crowd1, t1.Sub(t0).Seconds(), cpu1.cpu-cpu0.cpu)
+		rep.SSE.LiveRate = cfg.LiveRate
+	}
 	committed, err := committedOffsets(ctx, pool, group, topic)
 	if err != nil {
 		return err
@@ -553,6 +618,91 @@ func (c *sseClient) latency() Latency {
 	defer c.mu.Unlock()
 	l := exactLatency(c.samples)
 	l.Reconnects = c.drops
+	return l
+}
+
+// sseCounter reads the live stream like a browser that shows what it gets,
+// and counts events and bytes, as cheaply as it can: it runs in the
+// process whose CPU is measured.
+type sseCounter struct {
+	url       string
+	hc        *http.Client
+	connected chan struct{}
+	once      sync.Once
+
+	events, bytes, drops atomic.Int64
+}
+
+func (c *sseCounter) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := c.read(ctx); err != nil && ctx.Err() == nil {
+			c.drops.Add(1)
+			select {
+			case <-ctx.Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (c *sseCounter) read(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("live stream: %s", resp.Status)
+	}
+	br := bufio.NewReaderSize(resp.Body, 64<<10)
+	for {
+		line, err := br.ReadSlice('\n')
+		c.bytes.Add(int64(len(line)))
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			if errors.Is(err, io.EOF) {
+				return errors.New("live stream closed")
+			}
+			return err
+		}
+		c.once.Do(func() { close(c.connected) })
+		if bytes.HasPrefix(line, []byte("event: ")) {
+			c.events.Add(1)
+		}
+	}
+}
+
+type crowdCount struct{ events, bytes int64 }
+
+func crowdCounts(crowd []*sseCounter) []crowdCount {
+	out := make([]crowdCount, len(crowd))
+	for i, c := range crowd {
+		out[i] = crowdCount{c.events.Load(), c.bytes.Load()}
+	}
+	return out
+}
+
+// crowdReport gives the events per second each client got between two
+// counts secs apart, and the process's CPU seconds per second meanwhile.
+func crowdReport(crowd []*sseCounter, before, after []crowdCount, secs, cpu float64) *SSELoad {
+	l := &SSELoad{Clients: len(crowd), Path: OverviewStream, Seconds: secs}
+	if secs <= 0 {
+		return l
+	}
+	var events, bytes float64
+	for i := range crowd {
+		e := float64(after[i].events-before[i].events) / secs
+		events += e
+		bytes += float64(after[i].bytes-before[i].bytes) / secs
+		l.EventsPerSecondMax = max(l.EventsPerSecondMax, e)
+		l.Reconnects += int(crowd[i].drops.Load())
+	}
+	l.EventsPerSecondMean = events / float64(len(crowd))
+	l.BytesPerSecondMean = bytes / float64(len(crowd))
+	l.CPUPerSecond = cpu / secs
 	return l
 }
 

@@ -60,7 +60,59 @@ func TestRunSmall(t *testing.T) {
 	if rep.TickToSSE.Samples == 0 {
 		t.Error("no live-stream samples")
 	}
+	// A tick row is at least its 24-byte header, 60 bytes of fixed-size
+	// columns and its line pointer, plus a primary-key entry.
+	if rep.BytesPerTick < 100 || rep.BytesPerTick > 400 || rep.IndexBytesPerTick < 30 || rep.TicksBytes <= 0 {
+		t.Errorf("stored size %.1f bytes per tick (%.1f of indexes, %d in all) is implausible",
+			rep.BytesPerTick, rep.IndexBytesPerTick, rep.TicksBytes)
+	}
 	if len(rep.Targets) != 4 {
 		t.Errorf("%d targets, want 4", len(rep.Targets))
+	}
+}
+
+// TestRunSSEClients: with --sse-clients the report has the clients'
+// events per second, within what the live rate allows, and the process's
+// CPU while they were connected.
+func TestRunSSEClients(t *testing.T) {
+	b, err := kafka.StartBroker("127.0.0.1:0", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const clients, rate, symbols = 5, 4, 30
+	rep, err := loadtest.Run(ctx, loadtest.Config{
+		Count: 4_000, Rate: 2000, BaselineRows: 100, Seed: 7, Symbols: symbols,
+		LiveRate: rate, SSEClients: clients,
+		Kafka: kafka.Config{Brokers: b.Addrs()}, DatabaseURL: pgtest.New(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := rep.WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", out.String())
+	l := rep.SSE
+	if l == nil {
+		t.Fatal("no SSE clients in the report")
+	}
+	if l.Clients != clients || l.LiveRate != rate || l.Path != loadtest.OverviewStream || l.Seconds <= 0 {
+		t.Errorf("report %+v", *l)
+	}
+	// Prices and forming 1m candles at most rate per symbol per second
+	// each, plus status, the finals and anomalies.
+	if l.EventsPerSecondMean <= 0 || l.EventsPerSecondMax > 2*rate*symbols+60 || l.EventsPerSecondMean > l.EventsPerSecondMax {
+		t.Errorf("events per client per second: mean %.1f, max %.1f", l.EventsPerSecondMean, l.EventsPerSecondMax)
+	}
+	if l.CPUPerSecond <= 0 || l.BytesPerSecondMean <= 0 {
+		t.Errorf("CPU %.2f s/s, %.0f bytes/s", l.CPUPerSecond, l.BytesPerSecondMean)
+	}
+	j, err := json.Marshal(rep)
+	if err != nil || !bytes.Contains(j, []byte(`"sse_clients":{"clients":5`)) {
+		t.Errorf("JSON report %s: %v", j, err)
 	}
 }

@@ -32,6 +32,28 @@ type Latency struct {
 	Reconnects int     `json:"reconnects,omitempty"` // live stream only
 }
 
+// SSELoad is what many browsers on the overview's stream cost: the events
+// each gets, and this process's CPU while they are connected, over the
+// span from the first tick produced to the last commit.
+type SSELoad struct {
+	Clients  int     `json:"clients"`
+	Path     string  `json:"path"`      // the stream they read
+	LiveRate int     `json:"live_rate"` // the server's; 0 = every update
+	Seconds  float64 `json:"seconds"`   // the span measured
+	// Events and bytes per second per client: the mean over the clients,
+	// and the most any one got.
+	EventsPerSecondMean float64 `json:"events_per_s_mean"`
+	EventsPerSecondMax  float64 `json:"events_per_s_max"`
+	BytesPerSecondMean  float64 `json:"bytes_per_s_mean"`
+	// CPUPerSecond is this process's CPU seconds per second over the span:
+	// the web server's, with the generator's, broker's, processor's and the
+	// clients' own, which all run in it.
+	CPUPerSecond float64 `json:"process_cpu_s_per_s"`
+	// Reconnects counts streams that ended under a client (the server
+	// drops one that falls too far behind) and were opened again.
+	Reconnects int `json:"reconnects"`
+}
+
 // Target is one goal and whether the run met it.
 type Target struct {
 	Name     string `json:"name"`
@@ -65,6 +87,19 @@ type Report struct {
 
 	TickToCommit Latency `json:"tick_to_commit"`
 	TickToSSE    Latency `json:"tick_to_sse"`
+
+	// TicksBytes is what the stored ticks take in PostgreSQL, rows and
+	// indexes (every partition of ticks, pg_total_relation_size), and
+	// BytesPerTick that per stored tick, IndexBytesPerTick the indexes'
+	// share of it.
+	TicksBytes        int64   `json:"ticks_bytes"`
+	BytesPerTick      float64 `json:"bytes_per_tick"`
+	IndexBytesPerTick float64 `json:"index_bytes_per_tick"`
+	// LiveRate is the web server's: updates per symbol per second a
+	// browser gets of prices and forming candles; 0 = every one.
+	LiveRate int `json:"live_rate"`
+	// SSE is what --sse-clients measured; absent without them.
+	SSE *SSELoad `json:"sse_clients,omitempty"`
 
 	// CPU and memory of this process, which runs the generator, broker,
 	// processor and web server together.
@@ -132,6 +167,9 @@ func (r *Report) evaluate() {
 		latency("p99 tick→commit", "≤ 25 ms at 20,000 ticks/s", r.TickToCommit, 25),
 		latency("p99 tick→browser", "≤ 100 ms", r.TickToSSE, 100))
 	r.Notes = append(r.Notes, "CPU and RSS are this process's, which holds generator, broker, processor and web server")
+	if r.LiveRate > 0 {
+		r.Notes = append(r.Notes, fmt.Sprintf("tick→SSE is read from the conflated stream browsers get (live rate %d): a symbol's price updated faster than that waits up to %v for its turn, its newest trade winning; --live-rate 0 measures every update", r.LiveRate, time.Second/time.Duration(r.LiveRate)))
+	}
 	if r.Machine.Fsync == "off" || r.Machine.SynchronousCommit == "off" {
 		r.Notes = append(r.Notes, "PostgreSQL runs without durable commits (fsync or synchronous_commit off), which flatters the naive baseline most")
 	}
@@ -172,12 +210,26 @@ func (r Report) WriteTable(w io.Writer) error {
 	row("throughput", "%.0f ticks/s (%d in %.2f s, first produce → last commit)", r.Throughput, r.Produced, r.ElapsedSeconds)
 	row("tick→commit", "%s", lat(r.TickToCommit))
 	row("tick→SSE", "%s", lat(r.TickToSSE))
+	row("stored size", "%.1f bytes per tick (%.1f rows, %.1f indexes; %.1f MB in ticks)",
+		r.BytesPerTick, r.BytesPerTick-r.IndexBytesPerTick, r.IndexBytesPerTick, float64(r.TicksBytes)/1e6)
+	live := "every update"
+	if r.LiveRate > 0 {
+		live = fmt.Sprintf("%d per symbol per second", r.LiveRate)
+	}
+	row("live rate", "%s (prices and forming candles, per browser)", live)
 	row("CPU (this process)", "%.2f s (%.2f s per million ticks)", r.CPUSeconds, r.CPUPerMillion)
 	row("peak RSS (this process)", "%.0f MiB", r.PeakRSSMB)
 	if r.PostgresCPUSeconds != nil {
 		row("CPU (PostgreSQL)", "%.2f s", *r.PostgresCPUSeconds)
 	} else {
 		row("CPU (PostgreSQL)", "not available")
+	}
+	if l := r.SSE; l != nil {
+		fmt.Fprintln(tw, "SSE clients")
+		row("clients", "%d on %s, %.1f s measured", l.Clients, l.Path, l.Seconds)
+		row("events per client", "mean %.1f/s, max %.1f/s (mean %.1f KiB/s)", l.EventsPerSecondMean, l.EventsPerSecondMax, l.BytesPerSecondMean/1024)
+		row("CPU (this process)", "%.2f s per second while they were connected (of %d CPUs; clients included)", l.CPUPerSecond, r.Machine.CPUs)
+		row("reconnects", "%d", l.Reconnects)
 	}
 	fmt.Fprintln(tw, "baselines (same rows)")
 	row("raw binary COPY", "%.0f rows/s (%d rows in %.2f s)", r.CopyRate, r.CopyRows, r.CopySeconds)

@@ -37,6 +37,13 @@ type pipeline struct {
 
 func startPipeline(t *testing.T) *pipeline {
 	t.Helper()
+	return startPipelineWith(t, nil)
+}
+
+// startPipelineWith is startPipeline with configure applied to the web
+// server's Config before the server is made.
+func startPipelineWith(t *testing.T, configure func(*web.Config)) *pipeline {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -51,7 +58,11 @@ func startPipeline(t *testing.T) *pipeline {
 		t.Fatal(err)
 	}
 	wg.Go(func() { _ = proc.Run(ctx) })
-	srv, err := web.New(web.Config{Pool: pool, Kafka: kcfg, Logger: log, DataDir: dataDir, RestrictHosts: true})
+	wcfg := web.Config{Pool: pool, Kafka: kcfg, Logger: log, DataDir: dataDir, RestrictHosts: true}
+	if configure != nil {
+		configure(&wcfg)
+	}
+	srv, err := web.New(wcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -371,7 +371,7 @@ func (s *Server) watchRuns(ctx context.Context) {
 				continue
 			}
 			if data, err := json.Marshal(j); err == nil {
-				s.hub.publish(message{frame: frame("dagrun", data)})
+				s.hub.publish(&message{event: "dagrun", frame: frame("dagrun", data)})
 			}
 		}
 		select {

@@ -15,20 +15,23 @@ import (
 	"github.com/stockpipe/stockpipe/internal/store"
 )
 
-// clientBuffer is how many events a slow browser may fall behind before it
-// is disconnected; EventSource reconnects it and the page reloads its state.
+// clientBuffer is how many events that must all arrive a slow browser may
+// fall behind before it is disconnected; EventSource reconnects it and the
+// page reloads its state. Conflated updates do not count: they wait in the
+// client's slots, one per symbol (see conflate.go).
 const clientBuffer = 1024
 
-// message is one SSE event, already encoded.
+// message is one SSE event, already encoded, with what the hub needs to
+// route and conflate it.
 type message struct {
-	symbol string // "" for events every client gets
-	frame  []byte // "event: …\ndata: …\n\n"
-}
+	event    string // the SSE event name: tick, candle, anomaly, candles_changed, status, pipeline, dagrun
+	symbol   string // "" for events every client gets
+	interval string // candle and candles_changed events
+	frame    []byte // "event: …\ndata: …\n\n"
 
-type client struct {
-	symbol string // "" = every symbol
-	ch     chan []byte
-	gone   chan struct{} // closed when the hub drops a slow client
+	tick   *tickUpdate // tick events, decoded for conflation; nil if undecodable
+	bucket int64       // candle events: the bucket, Unix seconds
+	final  bool        // candle events: the candle is final
 }
 
 // hub fans live events out to the connected browsers.
@@ -55,8 +58,10 @@ func newHub() *hub {
 	return h
 }
 
-func (h *hub) subscribe(symbol string) *client {
-	c := &client{symbol: symbol, ch: make(chan []byte, clientBuffer), gone: make(chan struct{})}
+// subscribe adds a client asking for sub, whose ticks and forming candles
+// are conflated to one update per period (0: none).
+func (h *hub) subscribe(sub subscription, period time.Duration) *client {
+	c := newClient(sub, period)
 	h.mu.Lock()
 	h.clients[c] = struct{}{}
 	h.mu.Unlock()
@@ -78,17 +83,17 @@ func (h *hub) count() int {
 	return len(h.clients)
 }
 
-// publish hands m to every interested client without ever blocking on one.
-func (h *hub) publish(m message) {
+// publish hands m to every client that asked for it without ever blocking
+// on one: a client whose queue is full is dropped.
+func (h *hub) publish(m *message) {
+	now := time.Now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for c := range h.clients {
-		if m.symbol != "" && c.symbol != "" && c.symbol != m.symbol {
+		if !c.sub.wants(m) {
 			continue
 		}
-		select {
-		case c.ch <- m.frame:
-		default:
+		if !c.offer(m, now) {
 			delete(h.clients, c)
 			close(c.gone)
 		}
@@ -112,13 +117,14 @@ func (h *hub) deliver(payload string) error {
 	}
 	var bad error
 	for _, e := range events {
-		if e.Kind == "batch" {
+		m := &message{event: e.Kind, symbol: e.Symbol}
+		switch e.Kind {
+		case "batch":
 			if h.onBatch != nil {
 				h.onBatch(e.Data)
 			}
 			continue
-		}
-		if e.Kind == "candles_changed" {
+		case "candles_changed":
 			// The scheduler rewrote stored candles (1d bars, a backfill).
 			// Browsers get it too, so that an open chart re-reads them.
 			var c store.CandlesChanged
@@ -130,39 +136,70 @@ func (h *hub) deliver(payload string) error {
 			if h.onCandle != nil {
 				h.onCandle(c.Symbol, c.Interval)
 			}
-			sym := c.Symbol
-			if sym == store.AllSymbols {
-				sym = "" // every client
+			m.symbol, m.interval = c.Symbol, c.Interval
+			if m.symbol == store.AllSymbols {
+				m.symbol = "" // every client
 			}
-			h.publish(message{symbol: sym, frame: frame(e.Kind, e.Data)})
-			continue
-		}
-		if e.Kind == "candle" && h.onCandle != nil {
+		case "candle":
 			var c struct {
 				Interval string `json:"interval"`
+				T        int64  `json:"t"`
+				Final    bool   `json:"final"`
 			}
 			if json.Unmarshal(e.Data, &c) == nil {
-				h.onCandle(e.Symbol, c.Interval)
-			}
-		}
-		if e.Kind == "tick" {
-			var t struct {
-				Count int       `json:"count"`
-				TS    time.Time `json:"ts"`
-			}
-			if json.Unmarshal(e.Data, &t) == nil {
-				h.trades.Add(int64(t.Count))
-				for {
-					old := h.lastTick.Load()
-					if t.TS.UnixNano() <= old || h.lastTick.CompareAndSwap(old, t.TS.UnixNano()) {
-						break
-					}
+				if h.onCandle != nil {
+					h.onCandle(e.Symbol, c.Interval)
 				}
+				m.interval, m.bucket, m.final = c.Interval, c.T, c.Final
 			}
+		case "tick":
+			m.tick = h.decodeTick(e.Symbol, e.Data)
 		}
-		h.publish(message{symbol: e.Symbol, frame: frame(e.Kind, e.Data)})
+		m.frame = frame(e.Kind, e.Data)
+		if m.tick != nil {
+			m.tick.full = m.frame
+		}
+		h.publish(m)
 	}
 	return bad
+}
+
+// decodeTick decodes a tick event once for every client, counts its
+// trades for the status events, and encodes its price-only frame. It
+// returns nil for an event it cannot read, which is then sent as it is.
+func (h *hub) decodeTick(symbol string, data []byte) *tickUpdate {
+	var ev struct {
+		store.TickEvent
+		Trades json.RawMessage `json:"trades"` // decoded when needed
+	}
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return nil
+	}
+	t := &tickUpdate{ev: ev.TickEvent, raw: ev.Trades}
+	ts, err := time.Parse(time.RFC3339Nano, t.ev.TS)
+	if err != nil {
+		return nil
+	}
+	h.trades.Add(int64(t.ev.Count))
+	for {
+		old := h.lastTick.Load()
+		if ts.UnixNano() <= old || h.lastTick.CompareAndSwap(old, ts.UnixNano()) {
+			break
+		}
+	}
+	if t.ev.Symbol == "" {
+		t.ev.Symbol = symbol
+	}
+	slim, err := json.Marshal(struct {
+		Symbol string  `json:"symbol"`
+		Price  float64 `json:"price"`
+		TS     string  `json:"ts"`
+	}{t.ev.Symbol, t.ev.Price, t.ev.TS})
+	if err != nil {
+		return nil
+	}
+	t.ts, t.slim = ts, frame("tick", slim)
+	return t
 }
 
 // listen holds a connection LISTENing on the notification channel and
@@ -240,13 +277,19 @@ func (s *Server) status(ctx context.Context) {
 			st.Lag = &lag
 		}
 		data, _ := json.Marshal(st)
-		s.hub.publish(message{frame: frame("status", data)})
+		s.hub.publish(&message{event: "status", frame: frame("status", data)})
 	}
 }
 
-// apiStream is the Server-Sent Events endpoint.
+// apiStream is the Server-Sent Events endpoint. Its parameters say which
+// events the client wants (see parseSubscription); with none, it gets every
+// event, as before they existed. When the server has a live rate, ticks
+// and forming candles are conflated (see conflate.go).
 func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
-	sym, err := s.symbolParam(r, false)
+	sub, err := parseSubscription(r.URL.Query())
+	if err == nil {
+		sub.symbol, err = s.symbolParam(r, false)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -255,7 +298,7 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
-	c := s.hub.subscribe(sym)
+	c := s.hub.subscribe(sub, s.livePeriod)
 	defer s.hub.unsubscribe(c)
 	// Tell EventSource how soon to come back after a drop.
 	if _, err := w.Write([]byte("retry: 1000\n: connected\n\n")); err != nil {
@@ -264,34 +307,58 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 	_ = rc.Flush()
 	keepalive := time.NewTicker(15 * time.Second)
 	defer keepalive.Stop()
+	// One timer per client, set while conflated updates wait for their
+	// turn: no goroutine or timer per symbol.
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	defer flush.Stop()
+	var flushC <-chan time.Time
+	var out []outgoing
 	for {
-		var b []byte
+		ping := false
 		select {
 		case <-r.Context().Done():
 			return
 		case <-c.gone:
 			return
 		case <-keepalive.C:
-			b = []byte(": keepalive\n\n")
-		case b = <-c.ch:
+			ping = true
+		case <-c.wake:
+		case <-flushC:
+			flushC = nil
+		}
+		var wait time.Duration
+		out, wait = c.take(time.Now(), out[:0])
+		if wait > 0 {
+			// Reset, not only set: a slot may have become due sooner.
+			flush.Reset(wait)
+			flushC = flush.C
+		}
+		if len(out) == 0 && !ping {
+			continue
 		}
 		// A browser that stops reading must not hold the handler forever.
 		_ = rc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := w.Write(b); err != nil {
-			return
-		}
-		// Send what is queued in one flush.
-	drain:
-		for range 64 {
-			select {
-			case b = <-c.ch:
-				if _, err := w.Write(b); err != nil {
-					return
-				}
-			default:
-				break drain
+		if ping {
+			if _, err := w.Write([]byte(": keepalive\n\n")); err != nil {
+				return
 			}
 		}
+		// Send what is due in one flush.
+		for _, o := range out {
+			b := o.frame
+			if o.tick != nil {
+				data, err := json.Marshal(o.tick)
+				if err != nil {
+					continue // cannot happen: decoded from JSON
+				}
+				b = frame("tick", data)
+			}
+			if _, err := w.Write(b); err != nil {
+				return
+			}
+		}
+		clear(out)
 		if err := rc.Flush(); err != nil {
 			return
 		}

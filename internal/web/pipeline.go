@@ -412,7 +412,7 @@ func (s *Server) pipelineLoop(ctx context.Context, adm *kadm.Client) {
 		live.LagHistory = lastOf(p.LagHistory, len(p.Groups))
 		live.ProcessorHistory = lastOf(p.ProcessorHistory, 1)
 		if data, err := json.Marshal(live); err == nil {
-			s.hub.publish(message{frame: frame("pipeline", data)})
+			s.hub.publish(&message{event: "pipeline", frame: frame("pipeline", data)})
 		}
 		select {
 		case <-ctx.Done():

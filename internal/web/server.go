@@ -78,6 +78,13 @@ type Config struct {
 	// Timeouts bound how long a client may hold a connection; zero fields
 	// take the defaults. They apply to the server HTTPServer returns.
 	Timeouts Timeouts
+	// LiveRate is how many updates per symbol per second each browser gets
+	// of a symbol's price and of each of its forming candles: of those
+	// arriving within 1/LiveRate s, the newest is sent and the others are
+	// dropped. Final candles, anomalies and every other event always
+	// arrive, in order. 0 sends every update; serve and up default to
+	// DefaultLiveRate.
+	LiveRate int
 }
 
 // Timeouts bound how long a client may take over its part of a connection.
@@ -148,6 +155,7 @@ type Server struct {
 	// (Sec-Fetch-Site, else Origin against Host): net/http's own check.
 	csrf *http.CrossOriginProtection
 
+	livePeriod    time.Duration // least time between conflated updates of a symbol; 0 none
 	listening     chan struct{} // closed once the live stream's LISTEN is in place
 	listeningOnce sync.Once
 	pages         *template.Template
@@ -168,6 +176,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Version == "" {
 		cfg.Version = "dev"
+	}
+	if cfg.LiveRate < 0 {
+		return nil, fmt.Errorf("web: live rate %d: must be 0 (every update) or more", cfg.LiveRate)
 	}
 	pages, err := template.ParseFS(assets, "templates/*.html")
 	if err != nil {
@@ -192,6 +203,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.DataDir != "" {
 		s.disk = &diskUsage{dir: cfg.DataDir}
+	}
+	if cfg.LiveRate > 0 {
+		s.livePeriod = time.Second / time.Duration(cfg.LiveRate)
 	}
 	s.hub.onCandle = func(sym, iv string) { s.cache.bump(sym + "|" + iv) }
 	s.hub.onBatch = s.mon.batch

@@ -55,7 +55,10 @@ const STATUS_EVERY = 5000;
  * (polled every few seconds and whenever the stream fails), red or amber
  * with the reason otherwise. EventSource retries by itself; when the
  * browser gives up (for example on a non-2xx answer) the stream is reopened
- * here with a growing delay. Returns { close() }.
+ * here with a growing delay. Returns { close(), reopen(path, onOpen) }:
+ * reopen swaps the stream for one at another path (a page asking for other
+ * events) and calls onOpen (default handlers.reconnected) once it is open,
+ * since what happened while neither was open was not sent.
  */
 export function openStream(path, handlers) {
   const banner = document.getElementById('conn');
@@ -64,6 +67,7 @@ export function openStream(path, handlers) {
   let closed = false;
   let retryDelay = 1000;
   let retryTimer = 0;
+  let onReopen = null; // set by reopen until the new stream opens
 
   let streamOpen = false;
   let status = null; // the last /api/status answer
@@ -107,7 +111,12 @@ export function openStream(path, handlers) {
       retryDelay = 1000;
       streamOpen = true;
       if (banner) banner.hidden = true;
-      if (failed) {
+      if (onReopen) {
+        const fn = onReopen;
+        onReopen = null;
+        failed = false;
+        fn();
+      } else if (failed) {
         failed = false;
         reload();
       }
@@ -145,6 +154,15 @@ export function openStream(path, handlers) {
   connect();
   poll();
   return {
+    reopen(newPath, onOpen = handlers.reconnected) {
+      if (closed) return;
+      path = newPath;
+      onReopen = onOpen || (() => {});
+      clearTimeout(retryTimer);
+      retryDelay = 1000;
+      if (es) es.close();
+      connect();
+    },
     close() {
       closed = true;
       clearTimeout(retryTimer);

@@ -560,7 +560,7 @@ async function loadThenFlush() {
   for (const run of held.splice(0)) onRun(run);
 }
 
-openStream('/api/stream', {
+openStream('/api/stream?dagruns=1', {
   dagrun: onRun,
   reconnected: () => { loadThenFlush(); },
 });

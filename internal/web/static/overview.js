@@ -1,5 +1,8 @@
 // The overview page: status strip, live watchlist with sparklines, and the
 // anomaly feed, all fed by /api/symbols, /api/anomalies and /api/stream.
+// The stream is asked for what the page shows only (the latest price of
+// each symbol, 1m candles, anomalies, status), and what it brings is
+// applied once per animation frame.
 
 // The shared helpers are loaded with this module's own ?v= query so that a
 // new release never mixes old and new modules.
@@ -22,10 +25,15 @@ const feedEmpty = document.getElementById('anomalies-empty');
 /** symbol → row state (see makeRow). */
 const rows = new Map();
 
-// Read-only hooks for browser tests.
+// Read-only hooks for browser tests: messages counts the stream's events
+// as they arrive, by name in events; frames counts the animation frames
+// that applied some.
 window.stockpipe = {
   loaded: false,
   symbols: () => rows.size,
+  messages: 0,
+  events: {},
+  frames: 0,
 };
 
 // ---- the watchlist --------------------------------------------------------
@@ -54,9 +62,16 @@ function makeRow(symbol) {
   const row = {
     symbol, tr, cells, canvas,
     last: null, dayOpen: null, volume: null,
-    bucket: null, bucketVolume: 0, // unix seconds of the latest 1m bucket and its volume so far
+    bucket: null, // unix seconds of the latest 1m bucket
+    loadedBucket: null, // the latest bucket when the watchlist was read: its volume counts those up to it
+    // Volume counted so far of each recent 1m bucket: a bucket's later
+    // updates (its final state, sent after a newer bucket began) add
+    // only what they add.
+    bucketVols: new Map(),
     spark: [],
+    sparkTimes: [], // the bucket of each spark point, null for those read with the watchlist but the last
     sparkDirty: true,
+    flash: null, // the running flash animation
   };
   // Keep rows sorted by symbol.
   let before = null;
@@ -74,11 +89,27 @@ function applyQuote(q) {
   row.dayOpen = q.day_open;
   row.volume = q.volume;
   row.bucket = q.bucket ? unix(q.bucket) : null;
-  row.bucketVolume = q.bucket_volume || 0;
+  row.loadedBucket = row.bucket;
+  row.bucketVols = new Map(row.bucket == null ? [] : [[row.bucket, q.bucket_volume || 0]]);
   row.spark = Array.isArray(q.spark) ? q.spark.slice(-SPARK_POINTS) : [];
+  row.sparkTimes = row.spark.map((_, i) => (i === row.spark.length - 1 ? row.bucket : null));
   setPrice(row, q.last, false);
   renderVolume(row);
   markSpark(row);
+}
+
+// A changed price flashes its cell green or red. The Web Animations API
+// restarts the flash without the forced synchronous layout that restarting
+// a CSS animation by toggling its class needs.
+const FLASH = {
+  up: [{ backgroundColor: 'rgba(63, 185, 80, .45)' }, { backgroundColor: 'transparent' }],
+  down: [{ backgroundColor: 'rgba(255, 123, 114, .45)' }, { backgroundColor: 'transparent' }],
+};
+const reducedMotion = window.matchMedia('(prefers-reduced-motion: reduce)');
+
+function flashCell(row, dir) {
+  if (row.flash) row.flash.cancel();
+  row.flash = row.cells.price.animate(FLASH[dir], { duration: reducedMotion.matches ? 10 : 800, easing: 'ease-out' });
 }
 
 function setPrice(row, price, flash) {
@@ -86,13 +117,7 @@ function setPrice(row, price, flash) {
   const prev = row.last;
   row.last = price;
   row.cells.price.textContent = fmtPrice(price);
-  if (flash && prev != null && price !== prev) {
-    const cls = price > prev ? 'flash-up' : 'flash-down';
-    const cell = row.cells.price;
-    cell.classList.remove('flash-up', 'flash-down');
-    void cell.offsetWidth; // restart the animation
-    cell.classList.add(cls);
-  }
+  if (flash && prev != null && price !== prev) flashCell(row, price > prev ? 'up' : 'down');
   const change = row.dayOpen ? price - row.dayOpen : null;
   const pct = row.dayOpen ? (100 * change) / row.dayOpen : null;
   for (const [cell, text] of [[row.cells.change, fmtChange(change)], [row.cells.pct, fmtChange(pct, '%')]]) {
@@ -107,32 +132,81 @@ function renderVolume(row) {
   row.cells.volume.title = row.volume == null ? '' : fmtInt(row.volume);
 }
 
-// Day volume and sparkline follow the symbol's 1m candles.
+// How long a bucket's volume is remembered for its later updates: far
+// longer than any lateness the processor accepts.
+const BUCKET_MEMORY = 30 * 60;
+
+// Day volume and sparkline follow the symbol's 1m candles. The stream
+// sends the newest bucket's state and every bucket's final one, so a
+// bucket's last update may come after a newer bucket began.
 function applyCandle(c) {
   if (c.interval !== '1m') return;
   const row = rows.get(c.symbol);
   if (!row) return;
   const t = c.t;
-  if (row.bucket != null && t < row.bucket) return; // an older bucket: already counted
+  if (row.bucket != null && t < row.bucket) {
+    amendBucket(row, c);
+    return;
+  }
   if (row.bucket != null && t === row.bucket) {
-    row.volume = (row.volume || 0) + c.volume - row.bucketVolume;
+    row.volume = (row.volume || 0) + c.volume - (row.bucketVols.get(t) || 0);
     if (row.spark.length) row.spark[row.spark.length - 1] = c.close;
-    else row.spark.push(c.close);
+    else {
+      row.spark.push(c.close);
+      row.sparkTimes.push(t);
+    }
   } else {
     if (row.bucket == null || dayOf(t) !== dayOf(row.bucket)) {
       // A new trading day starts with this candle.
       row.dayOpen = c.open;
       row.volume = c.volume;
+      row.bucketVols.clear();
     } else {
       row.volume = (row.volume || 0) + c.volume;
     }
     row.spark.push(c.close);
-    if (row.spark.length > SPARK_POINTS) row.spark.splice(0, row.spark.length - SPARK_POINTS);
+    row.sparkTimes.push(t);
+    trimSpark(row);
   }
   row.bucket = t;
-  row.bucketVolume = c.volume;
+  row.bucketVols.set(t, c.volume);
+  for (const old of row.bucketVols.keys()) {
+    if (old < t - BUCKET_MEMORY) row.bucketVols.delete(old);
+  }
   renderVolume(row);
   markSpark(row);
+}
+
+// An update of a bucket older than the newest: count what it adds to the
+// day, and redraw its spark point.
+function amendBucket(row, c) {
+  const t = c.t;
+  if (dayOf(t) !== dayOf(row.bucket) || t < row.bucket - BUCKET_MEMORY) return;
+  const seen = row.bucketVols.get(t);
+  if (seen == null && (row.loadedBucket == null || t <= row.loadedBucket)) return; // counted in the watchlist's volume
+  row.volume = (row.volume || 0) + c.volume - (seen || 0);
+  row.bucketVols.set(t, c.volume);
+  const i = row.sparkTimes.lastIndexOf(t);
+  if (i >= 0) {
+    row.spark[i] = c.close;
+  } else {
+    // A bucket never seen: its point goes before the later ones added live.
+    let at = row.sparkTimes.length;
+    while (at > 0 && row.sparkTimes[at - 1] != null && row.sparkTimes[at - 1] > t) at--;
+    row.spark.splice(at, 0, c.close);
+    row.sparkTimes.splice(at, 0, t);
+    trimSpark(row);
+  }
+  renderVolume(row);
+  markSpark(row);
+}
+
+function trimSpark(row) {
+  const extra = row.spark.length - SPARK_POINTS;
+  if (extra > 0) {
+    row.spark.splice(0, extra);
+    row.sparkTimes.splice(0, extra);
+  }
 }
 
 function applyTick(ev) {
@@ -269,17 +343,68 @@ async function loadAll() {
   showError(errors.join(' '));
 }
 
-// Open the stream first and hold its events until the first load is in, so
-// nothing that happens in between is lost.
-let ready = false;
-const held = [];
-const when = (fn) => (data) => (ready ? fn(data) : held.push(() => fn(data)));
+// ---- the live stream ---------------------------------------------------------
 
-openStream('/api/stream', {
-  tick: when(applyTick),
-  candle: when(applyCandle),
-  anomaly: when((a) => addAnomaly(a, true)),
-  status: applyStatus,
+// Events are collected as they arrive and applied once per animation
+// frame: the newest price of each symbol, every candle and anomaly in
+// order (the server already sends at most a few prices per symbol per
+// second). Until the first load is in they are held, so nothing that
+// happens in between is lost. A hidden tab gets no animation frames, so a
+// timer applies them there instead, keeping what is held small.
+let ready = false;
+const prices = new Map(); // symbol → newest tick event
+let updates = []; // [apply, data] in arrival order: candles, anomalies, status
+let frame = 0;
+let hiddenTimer = 0;
+
+function schedule() {
+  if (!ready) return;
+  if (!frame) frame = requestAnimationFrame(applyUpdates);
+  if (document.hidden && !hiddenTimer) hiddenTimer = setTimeout(applyUpdates, 1000);
+}
+
+function applyUpdates() {
+  cancelAnimationFrame(frame);
+  clearTimeout(hiddenTimer);
+  frame = 0;
+  hiddenTimer = 0;
+  if (!prices.size && !updates.length) return;
+  window.stockpipe.frames++;
+  const list = updates;
+  updates = [];
+  for (const [fn, data] of list) fn(data);
+  // Prices after candles: a candle may start the symbol's day, which a
+  // price's change is measured against.
+  for (const ev of prices.values()) applyTick(ev);
+  prices.clear();
+  if (sparkFrame) {
+    // Draw in this frame rather than the next.
+    cancelAnimationFrame(sparkFrame);
+    drawSparks();
+  }
+}
+
+function received(name, fn) {
+  return (data) => {
+    window.stockpipe.messages++;
+    window.stockpipe.events[name] = (window.stockpipe.events[name] || 0) + 1;
+    fn(data);
+  };
+}
+
+const later = (fn) => (data) => {
+  updates.push([fn, data]);
+  schedule();
+};
+
+openStream('/api/stream?ticks=all&candles=1m&anomalies=1&status=1', {
+  tick: received('tick', (ev) => {
+    prices.set(ev.symbol, ev);
+    schedule();
+  }),
+  candle: received('candle', later(applyCandle)),
+  anomaly: received('anomaly', later((a) => addAnomaly(a, true))),
+  status: received('status', later(applyStatus)),
   reconnected: () => { loadAll(); },
 });
 
@@ -287,5 +412,5 @@ await loadAll();
 loadingEl.hidden = true;
 window.stockpipe.loaded = true;
 ready = true;
-for (const fn of held.splice(0)) fn();
+applyUpdates();
 updateEmpty();

@@ -598,7 +598,7 @@ async function loadThenFlush() {
   for (const p of held.splice(0)) onPipeline(p);
 }
 
-openStream('/api/stream', {
+openStream('/api/stream?pipeline=1', {
   pipeline: onPipeline,
   reconnected: () => { loadThenFlush(); },
 });

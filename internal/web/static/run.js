@@ -542,7 +542,7 @@ function onRun(run) {
 let ready = false;
 const held = [];
 
-openStream('/api/stream', {
+openStream('/api/stream?dagruns=1', {
   dagrun: (run) => (ready ? onRun(run) : held.push(run)),
   reconnected: () => {
     refresh().then(loadDAG);

@@ -1,7 +1,8 @@
 // The symbol page: candlestick chart with volume, indicator overlays, an
 // RSI pane and anomaly markers (TradingView Lightweight Charts™, loaded as
 // the global LightweightCharts), plus the latest trades, all live from
-// /api/stream?symbol=SYM.
+// /api/stream?symbol=SYM, asked for the symbol's trades, anomalies and the
+// candles of the interval shown (see streamPath).
 
 // The shared helpers are loaded with this module's own ?v= query so that a
 // new release never mixes old and new modules.
@@ -620,9 +621,22 @@ function renderQuote() {
   lastChangeEl.title = `Change since the day's first trade (New York trading day) at ${fmtPrice(quote.dayOpen)}`;
 }
 
-// A 1m candle of a new trading day moves the reference to its open.
+// The intraday candles the header follows: the chart's own, or 1m under
+// a 1d chart (1d candles are the scheduler's, written after the close).
+const dayInterval = () => (state.interval === '1d' ? '1m' : state.interval);
+
+// The stream this page needs: its symbol's trades and anomalies, and the
+// candles of the interval shown (with 1m for the header under 1d).
+function streamPath() {
+  const candles = state.interval === '1d' ? '1m,1d' : state.interval;
+  return `/api/stream?symbol=${encodeURIComponent(symbol)}&ticks=trades&candles=${candles}&anomalies=1`;
+}
+
+// An intraday candle of a new trading day moves the reference to its
+// open: the first 1m or 5m candle of a New York day opens with its first
+// trade (New York's days begin on a whole hour).
 function trackDay(c) {
-  if (c.symbol !== symbol || c.interval !== '1m' || !Number.isFinite(c.t)) return;
+  if (c.symbol !== symbol || c.interval !== dayInterval() || !Number.isFinite(c.t)) return;
   if (quote.bucket != null && c.t < quote.bucket) return;
   if (quote.bucket == null || dayOf(c.t) !== dayOf(quote.bucket)) quote.dayOpen = c.open;
   quote.bucket = c.t;
@@ -688,7 +702,12 @@ for (const b of document.querySelectorAll('button[data-interval]')) {
     if (state.interval === b.dataset.interval) return;
     state.interval = b.dataset.interval;
     syncControls();
-    load();
+    // Another interval's candles need another stream; the chart is read
+    // once it is open, so that no candle falls between the two.
+    loadGen++;
+    chartGate.close();
+    window.stockpipe.loaded = false;
+    stream.reopen(streamPath(), () => load());
   });
 }
 for (const b of document.querySelectorAll('button[data-range]')) {
@@ -874,7 +893,7 @@ createChart();
 renderLegend(null);
 
 const gatedCandle = chartGate.wrap(applyCandle);
-const stream = openStream(`/api/stream?symbol=${encodeURIComponent(symbol)}`, {
+const stream = openStream(streamPath(), {
   tick: tradeGate.wrap(applyTick),
   candle: (c) => {
     trackDay(c);
@@ -887,7 +906,6 @@ const stream = openStream(`/api/stream?symbol=${encodeURIComponent(symbol)}`, {
   candles_changed: (d) => {
     if (d && d.interval === state.interval && (d.symbol === symbol || d.symbol === '*')) load();
   },
-  status: () => {},
   reconnected: () => {
     load();
     loadTrades().catch((err) => console.warn('trades', err));
