@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -152,5 +155,53 @@ func TestFatalErrorSaysTheFix(t *testing.T) {
 	err := error(&FatalError{Source: "alpaca", Code: 402, Msg: "auth failed", Fix: "check APCA_API_KEY_ID"})
 	if got := err.Error(); got != "alpaca refused the connection (402 auth failed): check APCA_API_KEY_ID" {
 		t.Fatal(got)
+	}
+}
+
+// Two recorders appending to one file, as two commands given the same
+// --record do, leave whole lines: every line of the file is an entry.
+func TestRecordersSharingAFileKeepWholeLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "session.jsonl")
+	open := func() (*os.File, *Recorder) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f, NewRecorder(f)
+	}
+	fa, a := open()
+	fb, b := open()
+	msg := []byte(`{"type":"trade","data":[{"p":189.23,"s":"AAPL","t":1575526691134,"v":100,"c":["1","12"]}]}`)
+	var wg sync.WaitGroup
+	for _, r := range []*Recorder{a, b} {
+		wg.Go(func() {
+			for i := range 5000 {
+				r.Record("finnhub", t0.Add(time.Duration(i)), msg)
+			}
+		})
+	}
+	wg.Wait()
+	for _, c := range []struct {
+		f *os.File
+		r *Recorder
+	}{{fa, a}, {fb, b}} {
+		if err := c.r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		c.f.Close()
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != 10_000 {
+		t.Fatalf("%d lines, want 10000", len(lines))
+	}
+	for i, l := range lines {
+		var e Entry
+		if err := json.Unmarshal([]byte(l), &e); err != nil || e.Source != "finnhub" {
+			t.Fatalf("line %d is not an entry (%v): %.120s", i+1, err, l)
+		}
 	}
 }

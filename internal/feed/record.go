@@ -48,8 +48,15 @@ func (r *Recorder) Record(source string, at time.Time, msg []byte) {
 	if r.err != nil {
 		return
 	}
+	b = append(b, '\n')
+	// Flush only at line boundaries: each write then holds whole lines, so
+	// two recorders appending to one file (O_APPEND; say ingest and up
+	// given the same --record) interleave lines, never parts of them.
+	if err == nil && r.w.Buffered() > 0 && len(b) > r.w.Available() {
+		err = r.w.Flush()
+	}
 	if err == nil {
-		_, err = r.w.Write(append(b, '\n'))
+		_, err = r.w.Write(b)
 	}
 	r.err = err
 }
