@@ -56,6 +56,9 @@ const (
 	// maxLogSize is how large server.log may grow before a start moves it
 	// aside, so a long-lived development cluster doesn't fill the disk.
 	maxLogSize = 16 << 20
+	// portRelease is how long a restart waits for the port of the server
+	// it replaces to be released.
+	portRelease = 30 * time.Second
 )
 
 // errPortInUse marks a start that failed only because the port was taken,
@@ -152,7 +155,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := c.prepare(ctx); err != nil {
 		return nil, err
 	}
-	if err := c.launch(ctx, cfg.Port); err != nil {
+	if err := c.launch(ctx, cfg.Port, c.fallback); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -197,7 +200,27 @@ func (c *Cluster) Restart(ctx context.Context) error {
 	if err := c.stop(ctx); err != nil {
 		return err
 	}
-	return c.launch(ctx, int(c.port.Load()))
+	return c.relaunch(ctx)
+}
+
+// relaunch starts the server again on the port it had, which everything
+// holding its URL still dials: it never falls back to another port. The
+// old server's listening socket can outlive it by a moment (a killed
+// process closes its files while exiting, after its command line is gone),
+// so a taken port is waited for, up to portRelease, before giving up.
+func (c *Cluster) relaunch(ctx context.Context) error {
+	port := int(c.port.Load())
+	deadline := time.Now().Add(portRelease)
+	for !portFree(port) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("start PostgreSQL in %s again on 127.0.0.1:%d: %w for %s; stop the program holding it (e.g. find it with: ss -ltnp 'sport = :%d')",
+				c.dir, port, errPortInUse, portRelease, port)
+		}
+		if err := pause(ctx); err != nil {
+			return fmt.Errorf("start PostgreSQL in %s again: wait for port %d: %w", c.dir, port, err)
+		}
+	}
+	return c.launch(ctx, port, false)
 }
 
 func (c *Cluster) stop(ctx context.Context) error {
@@ -281,7 +304,8 @@ func (c *Cluster) revive(ctx context.Context) (dead bool, err error) {
 		c.running, c.died = false, true
 		c.stopWatchdog()
 	}
-	if err := c.launch(ctx, int(c.port.Load())); err != nil {
+	c.killOrphans()
+	if err := c.relaunch(ctx); err != nil {
 		return true, err
 	}
 	c.died = false
@@ -289,14 +313,15 @@ func (c *Cluster) revive(ctx context.Context) (dead bool, err error) {
 }
 
 // launch adopts the server running on the cluster, or starts one. want is
-// the requested port, 0 for automatic. c.mu is held or c is not yet shared.
-func (c *Cluster) launch(ctx context.Context, want int) error {
+// the requested port, 0 for automatic; fallback allows another port when
+// want is taken. c.mu is held or c is not yet shared.
+func (c *Cluster) launch(ctx context.Context, want int, fallback bool) error {
 	pid, port, alive, err := c.runningServer()
 	if err != nil {
 		return err
 	}
 	if alive {
-		if want == 0 || want == port || c.fallback {
+		if want == 0 || want == port || fallback {
 			return c.adopt(ctx, pid)
 		}
 		c.log.Info("restarting running PostgreSQL on the requested port", "pid", pid, "port", port, "want", want)
@@ -306,7 +331,7 @@ func (c *Cluster) launch(ctx context.Context, want int) error {
 	}
 
 	c.rotateLog()
-	if want != 0 && c.fallback && !portFree(want) {
+	if want != 0 && fallback && !portFree(want) {
 		c.log.Warn(fmt.Sprintf("port %d is taken by another program; PostgreSQL runs on another port (see the database URL printed at start)", want))
 		want = 0
 	}

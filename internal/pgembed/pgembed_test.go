@@ -2,6 +2,7 @@ package pgembed_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -548,5 +549,86 @@ func TestSuperviseRestartsADeadServer(t *testing.T) {
 	cancel()
 	if err := <-supervised; err != nil {
 		t.Fatalf("Supervise: %v", err)
+	}
+}
+
+// TestSuperviseKeepsThePortAndEndsOrphans kills the server while a backend
+// is busy with a long statement (so it outlives its postmaster, attached to
+// the old shared memory) and holds the port for a moment after the death,
+// as a closing socket does: even with PortFallback, the server must come
+// back on its own port, since every pool holds URLs with that port.
+func TestSuperviseKeepsThePortAndEndsOrphans(t *testing.T) {
+	ctx := testContext(t)
+	dir := clusterDir(t)
+	c := start(t, ctx, pgembed.Config{Dir: dir, PortFallback: true})
+	port := c.Port()
+	conn, err := pgx.Connect(ctx, c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var backend int
+	if err := conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		t.Fatal(err)
+	}
+	busy := make(chan error, 1)
+	go func() {
+		// A statement that never waits on a latch, so the backend does not
+		// notice the postmaster's death by itself.
+		_, err := conn.Exec(context.WithoutCancel(ctx), "SELECT count(*) FROM generate_series(1, 10000000000)")
+		busy <- err
+	}()
+	waitUntil(t, "the statement to run", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", backend))
+		return err == nil && bytes.Contains(b, []byte(") R "))
+	})
+	pid := postmasterPID(t, dir)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Take the port the moment the dead server lets go of it, and hold it
+	// for longer than Supervise's interval.
+	var hold net.Listener
+	waitUntil(t, "the port to be released", func() bool {
+		hold, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		return err == nil
+	})
+	sctx, cancel := context.WithCancel(ctx)
+	supervised := make(chan error, 1)
+	go func() { supervised <- c.Supervise(sctx, 100*time.Millisecond) }()
+	time.Sleep(time.Second) // the hold is the condition under test, not a synchronisation
+	hold.Close()
+	waitUntil(t, "the server back", func() bool {
+		conn, err := pgx.Connect(ctx, c.URL())
+		if err != nil {
+			return false
+		}
+		defer conn.Close(ctx)
+		var one int
+		return conn.QueryRow(ctx, "SELECT 1").Scan(&one) == nil
+	})
+	if c.Port() != port {
+		t.Fatalf("back on port %d, was %d", c.Port(), port)
+	}
+	if err := <-busy; err == nil {
+		t.Fatal("the orphaned statement finished instead of being ended")
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", backend)); err == nil {
+		t.Fatalf("orphaned backend %d still running", backend)
+	}
+	cancel()
+	if err := <-supervised; err != nil {
+		t.Fatalf("Supervise: %v", err)
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test after a minute.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

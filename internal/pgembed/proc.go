@@ -193,3 +193,57 @@ func (c *Cluster) stopWatchdog() {
 	_ = wd.cmd.Wait() // reap it; "killed" is the expected outcome
 	wd.pipe.Close()
 }
+
+// killOrphans ends the server processes a killed postmaster left behind. A
+// backend notices its postmaster's death only when it next waits, so one
+// busy with a long statement runs on, attached to the old shared memory,
+// and a new server refuses to start beside it ("pre-existing shared memory
+// block is still in use"). They are the cluster's processes (running
+// postgres, working directory the cluster's), so ending them is what the
+// postmaster itself does when a child crashes. Without procfs it does
+// nothing and the start's own error says what is left.
+func (c *Cluster) killOrphans() {
+	orphans := c.serverProcesses()
+	if len(orphans) == 0 {
+		return
+	}
+	c.log.Warn("ending server processes the dead PostgreSQL left behind", "pids", orphans)
+	for _, pid := range orphans {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(c.serverProcesses()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// serverProcesses lists the live postgres processes working in the
+// cluster's directory.
+func (c *Cluster) serverProcesses() []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	dir := c.dir
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		exe, err := os.Readlink("/proc/" + e.Name() + "/exe")
+		if err != nil || filepath.Base(strings.TrimSuffix(exe, " (deleted)")) != "postgres" {
+			continue
+		}
+		if cwd, err := os.Readlink("/proc/" + e.Name() + "/cwd"); err != nil || cwd != dir {
+			continue
+		}
+		if processState(pid) == procPostgres {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
