@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"slices"
@@ -20,14 +19,6 @@ import (
 // listener sees exactly what was committed, when it was committed — and
 // serve can run as its own process.
 const Channel = "stockpipe_events"
-
-// Event is one live update. A notification's payload is a JSON array of
-// events.
-type Event struct {
-	Kind   string          `json:"e"` // "tick", "candle", "anomaly", "batch" or "candles_changed"
-	Symbol string          `json:"s"`
-	Data   json.RawMessage `json:"d"`
-}
 
 // TickEvent is a symbol's part of one committed batch.
 type TickEvent struct {
@@ -60,14 +51,6 @@ const (
 // payloads encodes the batch's live updates as notification payloads.
 func payloads(b *Batch) ([]string, error) {
 	var events []Event
-	add := func(kind, sym string, v any) error {
-		d, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		events = append(events, Event{Kind: kind, Symbol: sym, Data: d})
-		return nil
-	}
 	// Ticks per symbol, in batch order (partition order).
 	bySym := map[string][]int{}
 	var syms []string
@@ -93,50 +76,28 @@ func payloads(b *Batch) ([]string, error) {
 			ev.Trades = append(ev.Trades, TradeFromTick(&t.Tick))
 		}
 		ev.Price, ev.TS = ev.Trades[0].Price, ev.Trades[0].TS.Format("2006-01-02T15:04:05.000000Z07:00")
-		if err := add("tick", s, ev); err != nil {
-			return nil, err
-		}
+		events = append(events, TickUpdate(&ev))
 	}
 	for i := range b.Candles {
 		c := CandleFromRow(&b.Candles[i])
-		if err := add("candle", c.Symbol, c); err != nil {
-			return nil, err
-		}
+		events = append(events, CandleUpdate(&c))
 	}
 	for i := range b.Anomalies {
 		a := AnomalyFromDetected(&b.Anomalies[i])
-		if err := add("anomaly", a.Symbol, a); err != nil {
-			return nil, err
-		}
-	}
-	if b.Meta != nil {
-		if err := add("batch", "", b.Meta); err != nil {
-			return nil, err
-		}
-	}
-	var out []string
-	buf := []byte{'['}
-	for _, e := range events {
-		enc, err := json.Marshal(e)
+		e, err := AnomalyUpdate(&a)
 		if err != nil {
 			return nil, err
 		}
-		if len(buf) > 1 && len(buf)+len(enc)+1 > maxPayload {
-			out = append(out, string(append(buf, ']')))
-			buf = buf[:1]
-		}
-		if len(enc)+2 > maxPayload {
-			continue // cannot happen with bounded fields; never fail a commit over a live update
-		}
-		if len(buf) > 1 {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, enc...)
+		events = append(events, e)
 	}
-	if len(buf) > 1 {
-		out = append(out, string(append(buf, ']')))
+	if b.Meta != nil {
+		e, err := BatchUpdate(b.Meta)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, e)
 	}
-	return out, nil
+	return Encode(events), nil
 }
 
 // CandleFromRow converts a computed candle to its API form.
@@ -210,25 +171,13 @@ func candlesChangedPayloads(interval string, symbols []string) ([]string, error)
 	if len(symbols) == 0 {
 		symbols = []string{AllSymbols}
 	}
-	var out []string
-	buf := []byte{'['}
+	events := make([]Event, 0, len(symbols))
 	for _, sym := range symbols {
-		d, err := json.Marshal(CandlesChanged{Symbol: sym, Interval: interval})
+		e, err := CandlesChangedUpdate(sym, interval)
 		if err != nil {
 			return nil, err
 		}
-		enc, err := json.Marshal(Event{Kind: "candles_changed", Symbol: sym, Data: d})
-		if err != nil {
-			return nil, err
-		}
-		if len(buf) > 1 && len(buf)+len(enc)+2 > maxPayload {
-			out = append(out, string(append(buf, ']')))
-			buf = buf[:1]
-		}
-		if len(buf) > 1 {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, enc...)
+		events = append(events, e)
 	}
-	return append(out, string(append(buf, ']'))), nil
+	return Encode(events), nil
 }

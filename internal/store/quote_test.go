@@ -171,8 +171,8 @@ func tickEvent(t *testing.T, conn *pgx.Conn, sym string) store.TickEvent {
 		if err != nil {
 			t.Fatalf("waiting for %s's tick event: %v", sym, err)
 		}
-		var events []store.Event
-		if err := json.Unmarshal([]byte(n.Payload), &events); err != nil {
+		events, err := store.Decode(n.Payload)
+		if err != nil {
 			t.Fatalf("payload %q: %v", n.Payload, err)
 		}
 		for _, e := range events {

@@ -58,21 +58,9 @@ const tickTS = "2006-01-02T15:04:05.000000Z07:00" // as store.payloads formats i
 func (b *burst) round(t *testing.T) string {
 	t.Helper()
 	var events []store.Event
-	add := func(kind, sym string, v any) {
-		d, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		events = append(events, store.Event{Kind: kind, Symbol: sym, Data: d})
-	}
+	add := func(kind, sym string, v any) { events = append(events, liveEvent(t, v)) }
 	var candles, anomalies []store.Event
-	addTo := func(list *[]store.Event, kind, sym string, v any) {
-		d, err := json.Marshal(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*list = append(*list, store.Event{Kind: kind, Symbol: sym, Data: d})
-	}
+	addTo := func(list *[]store.Event, kind, sym string, v any) { *list = append(*list, liveEvent(t, v)) }
 	for _, sym := range b.symbols {
 		s := b.sym[sym]
 		if b.rng.Float64() > 0.7 {
@@ -125,11 +113,28 @@ func (b *burst) round(t *testing.T) string {
 		b.mustArrive = append(b.mustArrive, "anomaly "+sym+" "+a.Detail)
 	}
 	events = append(append(events, candles...), anomalies...)
-	p, err := json.Marshal(events)
+	return strings.Join(store.Encode(events), "")
+}
+
+// liveEvent is v's live update, as the processor notifies it.
+func liveEvent(t *testing.T, v any) store.Event {
+	t.Helper()
+	var e store.Event
+	var err error
+	switch v := v.(type) {
+	case store.TickEvent:
+		e = store.TickUpdate(&v)
+	case store.Candle:
+		e = store.CandleUpdate(&v)
+	case store.Anomaly:
+		e, err = store.AnomalyUpdate(&v)
+	default:
+		t.Fatalf("no live update for %T", v)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(p)
+	return e
 }
 
 // received is one event a stream client read, with when.
@@ -378,9 +383,8 @@ func TestConflationSlowClientBounded(t *testing.T) {
 	}
 	// The anomalies (never dropped) fill its queue: then it goes.
 	for i := 0; ; i++ {
-		d, _ := json.Marshal(store.Anomaly{Symbol: "S0001", Kind: "stale", Detail: fmt.Sprint(i)})
-		p, _ := json.Marshal([]store.Event{{Kind: "anomaly", Symbol: "S0001", Data: d}})
-		if err := h.deliver(string(p)); err != nil {
+		p := store.Encode([]store.Event{liveEvent(t, store.Anomaly{Symbol: "S0001", Kind: "stale", Detail: fmt.Sprint(i)})})
+		if err := h.deliver(p[0]); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -443,8 +447,8 @@ func TestConflationTiming(t *testing.T) {
 	t0 := time.Date(2026, 11, 2, 14, 30, 0, 0, time.UTC)
 	tick := func(sym string, price float64, at time.Duration) *message {
 		ts := t0.Add(at).Format(tickTS)
-		d, _ := json.Marshal(store.TickEvent{Symbol: sym, Price: price, TS: ts, Count: 1})
-		return &message{event: "tick", symbol: sym, tick: h.decodeTick(sym, d)}
+		e := store.TickUpdate(&store.TickEvent{Symbol: sym, Price: price, TS: ts, Count: 1})
+		return &message{event: "tick", symbol: sym, tick: h.tickUpdate(&e)}
 	}
 	offer := func(m *message, at time.Duration) {
 		if !c.offer(m, t0.Add(at)) {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -121,13 +121,7 @@ func fanOutPayloads(t *testing.T, symbols, n int) []string {
 	seq := int64(0)
 	for round := range n {
 		var events []store.Event
-		add := func(kind, sym string, v any) {
-			d, err := json.Marshal(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			events = append(events, store.Event{Kind: kind, Symbol: sym, Data: d})
-		}
+		add := func(kind, sym string, v any) { events = append(events, liveEvent(t, v)) }
 		at := start.Add(time.Duration(round) * 40 * time.Millisecond)
 		for i := range symbols {
 			sym := fmt.Sprintf("S%04d", i)
@@ -154,11 +148,7 @@ func fanOutPayloads(t *testing.T, symbols, n int) []string {
 				add("candle", sym, c)
 			}
 		}
-		p, err := json.Marshal(events)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, string(p))
+		out = append(out, strings.Join(store.Encode(events), ""))
 	}
 	return out
 }

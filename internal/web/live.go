@@ -109,14 +109,12 @@ func frame(event string, data []byte) []byte {
 	return append(b, "\n\n"...)
 }
 
-// deliver publishes one notification payload.
+// deliver publishes one notification payload. It routes by the events'
+// routing fields and forwards their JSON as it came, decoding none of it.
 func (h *hub) deliver(payload string) error {
-	var events []store.Event
-	if err := json.Unmarshal([]byte(payload), &events); err != nil {
-		return fmt.Errorf("decoding notification: %w", err)
-	}
-	var bad error
-	for _, e := range events {
+	events, bad := store.Decode(payload)
+	for i := range events {
+		e := &events[i]
 		m := &message{event: e.Kind, symbol: e.Symbol}
 		switch e.Kind {
 		case "batch":
@@ -127,33 +125,25 @@ func (h *hub) deliver(payload string) error {
 		case "candles_changed":
 			// The scheduler rewrote stored candles (1d bars, a backfill).
 			// Browsers get it too, so that an open chart re-reads them.
-			var c store.CandlesChanged
-			if err := json.Unmarshal(e.Data, &c); err != nil || c.Symbol == "" || c.Interval == "" {
+			if e.Symbol == "" || e.Interval == "" {
 				// The payload's other events still count.
-				bad = fmt.Errorf("decoding candles_changed %s: %w", e.Data, err)
+				bad = fmt.Errorf("candles_changed without symbol or interval: %s", e.Data)
 				continue
 			}
 			if h.onCandle != nil {
-				h.onCandle(c.Symbol, c.Interval)
+				h.onCandle(e.Symbol, e.Interval)
 			}
-			m.symbol, m.interval = c.Symbol, c.Interval
+			m.symbol, m.interval = e.Symbol, e.Interval
 			if m.symbol == store.AllSymbols {
 				m.symbol = "" // every client
 			}
 		case "candle":
-			var c struct {
-				Interval string `json:"interval"`
-				T        int64  `json:"t"`
-				Final    bool   `json:"final"`
+			if h.onCandle != nil {
+				h.onCandle(e.Symbol, e.Interval)
 			}
-			if json.Unmarshal(e.Data, &c) == nil {
-				if h.onCandle != nil {
-					h.onCandle(e.Symbol, c.Interval)
-				}
-				m.interval, m.bucket, m.final = c.Interval, c.T, c.Final
-			}
+			m.interval, m.bucket, m.final = e.Interval, e.Bucket, e.Final
 		case "tick":
-			m.tick = h.decodeTick(e.Symbol, e.Data)
+			m.tick = h.tickUpdate(e)
 		}
 		m.frame = frame(e.Kind, e.Data)
 		if m.tick != nil {
@@ -164,41 +154,24 @@ func (h *hub) deliver(payload string) error {
 	return bad
 }
 
-// decodeTick decodes a tick event once for every client, counts its
+// tickUpdate prepares a tick event once for every client, counts its
 // trades for the status events, and encodes its price-only frame. It
 // returns nil for an event it cannot read, which is then sent as it is.
-func (h *hub) decodeTick(symbol string, data []byte) *tickUpdate {
-	var ev struct {
-		store.TickEvent
-		Trades json.RawMessage `json:"trades"` // decoded when needed
-	}
-	if err := json.Unmarshal(data, &ev); err != nil {
-		return nil
-	}
-	t := &tickUpdate{ev: ev.TickEvent, raw: ev.Trades}
-	ts, err := time.Parse(time.RFC3339Nano, t.ev.TS)
+func (h *hub) tickUpdate(e *store.Event) *tickUpdate {
+	ts, err := time.Parse(time.RFC3339Nano, e.TS)
 	if err != nil {
 		return nil
 	}
-	h.trades.Add(int64(t.ev.Count))
+	t := &tickUpdate{ev: store.TickEvent{Symbol: e.Symbol, Price: e.Price, TS: e.TS, Count: e.Count}, raw: store.TradesJSON(e.Data)}
+	h.trades.Add(int64(e.Count))
 	for {
 		old := h.lastTick.Load()
 		if ts.UnixNano() <= old || h.lastTick.CompareAndSwap(old, ts.UnixNano()) {
 			break
 		}
 	}
-	if t.ev.Symbol == "" {
-		t.ev.Symbol = symbol
-	}
-	slim, err := json.Marshal(struct {
-		Symbol string  `json:"symbol"`
-		Price  float64 `json:"price"`
-		TS     string  `json:"ts"`
-	}{t.ev.Symbol, t.ev.Price, t.ev.TS})
-	if err != nil {
-		return nil
-	}
-	t.ts, t.slim = ts, frame("tick", slim)
+	slim := t.ev // no trades: the price-only frame
+	t.ts, t.slim = ts, frame("tick", slim.AppendSlimJSON(nil))
 	return t
 }
 
@@ -348,11 +321,7 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 		for _, o := range out {
 			b := o.frame
 			if o.tick != nil {
-				data, err := json.Marshal(o.tick)
-				if err != nil {
-					continue // cannot happen: decoded from JSON
-				}
-				b = frame("tick", data)
+				b = frame("tick", o.tick.AppendJSON(nil))
 			}
 			if _, err := w.Write(b); err != nil {
 				return
