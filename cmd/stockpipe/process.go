@@ -102,6 +102,7 @@ func processCommand() *command {
 		}
 		stop := logEvery(rc, 5*time.Second, func() { logProcessor(rc, p.Stats()) })
 		defer stop()
+		defer limitMemory(rc, p.Symbols)()
 		return p.Run(rc.ctx)
 	}
 	return c

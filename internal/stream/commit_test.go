@@ -622,3 +622,19 @@ func header(r *kgo.Record, key string) string {
 	}
 	return ""
 }
+
+// TestSymbolsCountsEachPartitionsSymbols: what the processor's memory is
+// sized by is every symbol of every partition it holds, each once.
+func TestSymbolsCountsEachPartitionsSymbols(t *testing.T) {
+	h := newHarness(t, newFakeSink(), Config{})
+	h.assign(0, 1)
+	if n := h.p.Symbols(); n != 0 {
+		t.Fatalf("Symbols() = %d before any record, want 0", n)
+	}
+	h.batch(false,
+		h.record(0, 0, "AAPL", 100), h.record(0, 1, "MSFT", 100), h.record(0, 2, "AAPL", 101),
+		h.record(1, 0, "NVDA", 100), h.record(1, 1, "AMZN", 100), h.record(1, 2, "TSLA", 100))
+	if n := h.p.Symbols(); n != 5 {
+		t.Fatalf("Symbols() = %d, want 5 (AAPL and MSFT in partition 0, NVDA, AMZN and TSLA in 1)", n)
+	}
+}

@@ -230,5 +230,17 @@ func (p *Processor) Stats() Stats {
 	}
 }
 
+// Symbols returns how many symbols the processor keeps state for, over
+// the partitions it owns: what its memory grows with.
+func (p *Processor) Symbols() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, part := range p.parts {
+		n += part.an.Symbols()
+	}
+	return n
+}
+
 // Assigned returns how many partitions the processor owns now.
 func (p *Processor) Assigned() int { return int(p.assigned.Load()) }

@@ -53,6 +53,9 @@ type configError struct{ err error }
 func (e *configError) Error() string { return e.err.Error() }
 func (e *configError) Unwrap() error { return e.err }
 
+// fetchMaxBytes bounds one fetch: several 10,000-record batches of ticks.
+const fetchMaxBytes = 8 << 20
+
 // session runs one consumer-group membership until ctx is done or a commit
 // fails for good. Rebalances are blocked from each poll until the previous
 // commit is done, and a revoked partition is only released once the batch
@@ -74,6 +77,11 @@ func (p *Processor) session(ctx context.Context) error {
 		// The broker may hold a fetch this long for data; franz-go's floor
 		// is 10 ms.
 		kgo.FetchMaxWait(max(p.cfg.BatchWait, 10*time.Millisecond)),
+		// franz-go buffers whole fetches ahead of polls, 50 MiB each by
+		// default: a processor restarted with a backlog held 43 MiB of
+		// fetched records it would not reach for seconds. A few batches'
+		// worth keeps it as fast and its memory where a fresh one's is.
+		kgo.FetchMaxBytes(fetchMaxBytes),
 		kgo.SessionTimeout(p.cfg.SessionTimeout),
 		// Dead letters and anomalies are produced with the batch in hand.
 		// franz-go retries a buffered record until it is delivered, and
