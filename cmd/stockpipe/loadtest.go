@@ -30,10 +30,11 @@ func loadtestCommand() *command {
 	partitions := c.fs.Int("partitions", 6, "partitions of the load-test topic")
 	asJSON := c.fs.Bool("json", false, "print the report as one JSON object")
 	batchSize := c.fs.Int("batch-size", 10_000, "processor: records per transaction at most")
-	batchWait := c.fs.Duration("batch-wait", 0, "processor: how much longer a batch may wait to fill once it has records (0: none; the next batch fills while one commits)")
+	batchWait := c.fs.Duration("batch-wait", defaultBatchWait, "processor: how much longer a batch may wait to fill once it has records (0: none; the next batch fills while one commits)")
 	liveRate := c.fs.Int("live-rate", web.DefaultLiveRate, "web server: live updates per symbol per second a browser gets (0 = every one)")
 	sseClients := c.fs.Int("sse-clients", 0, "also connect this many clients to the overview's live stream and report the events each gets and this process's CPU meanwhile (0 = only the one measuring tick→browser latency)")
 	cpuProfile := c.fs.String("cpuprofile", "", "write a CPU profile of the whole run (generator, broker, processor, server) to this file, for `go tool pprof`")
+	compare := c.fs.Int("compare-symbols", 0, "then run the same workload again with this many symbols and report the throughput ratio (e.g. 5000; 0 = no second run)")
 	soak := c.fs.Duration("soak", 0, "instead: a soak of this length at --rate (default 20000), the processor in its own process, its memory and the lag sampled, then exactly-once checked")
 	killEvery := c.fs.Duration("kill-every", 0, "soak: SIGKILL the processor this often and restart it (0 = never)")
 	faults := c.fs.Float64("faults", 0, "soak: probability 0..0.5 that a record is a fault (duplicate, late, malformed, invalid…)")
@@ -65,6 +66,10 @@ func loadtestCommand() *command {
 			return errors.New("--live-rate must be 0 (every update) or above")
 		case *sseClients < 0:
 			return errors.New("--sse-clients must be 0 or above")
+		case *compare < 0 || *compare > 9999:
+			return errors.New("--compare-symbols must be between 1 and 9999, or 0 for no second run")
+		case *compare > 0 && (*dataDir != "" || *url != ""):
+			return errors.New("--compare-symbols runs twice on fresh temporary data; drop --data-dir and --database-url")
 		}
 		cfg := loadtest.Config{Count: *count, Rate: *rate, Symbols: *symbols, DataDir: *dataDir,
 			DatabaseURL: *url, BaselineRows: *baseline, Partitions: int32(*partitions), Logger: rc.log,
@@ -90,6 +95,15 @@ func loadtestCommand() *command {
 		rep, err := loadtest.Run(rc.ctx, cfg)
 		if err != nil {
 			return err
+		}
+		if *compare > 0 {
+			more := cfg
+			more.Symbols = *compare
+			other, err := loadtest.Run(rc.ctx, more)
+			if err != nil {
+				return fmt.Errorf("the run with %d symbols: %w", *compare, err)
+			}
+			rep.CompareSymbols(&other)
 		}
 		if *asJSON {
 			enc := json.NewEncoder(rc.stdout)

@@ -3,6 +3,7 @@ package loadtest_test
 import (
 	"bytes"
 	"context"
+	"math"
 	"encoding/json"
 	"testing"
 	"time"
@@ -66,8 +67,8 @@ func TestRunSmall(t *testing.T) {
 		t.Errorf("stored size %.1f bytes per tick (%.1f of indexes, %d in all) is implausible",
 			rep.BytesPerTick, rep.IndexBytesPerTick, rep.TicksBytes)
 	}
-	if len(rep.Targets) != 4 {
-		t.Errorf("%d targets, want 4", len(rep.Targets))
+	if len(rep.Targets) != 5 {
+		t.Errorf("%d targets, want 5", len(rep.Targets))
 	}
 }
 
@@ -114,5 +115,29 @@ func TestRunSSEClients(t *testing.T) {
 	j, err := json.Marshal(rep)
 	if err != nil || !bytes.Contains(j, []byte(`"sse_clients":{"clients":5`)) {
 		t.Errorf("JSON report %s: %v", j, err)
+	}
+}
+
+// TestCompareSymbols: the ratio is the second run's throughput over the
+// first's, and its target passes only at 0.8× or more, and only unpaced.
+func TestCompareSymbols(t *testing.T) {
+	for _, tc := range []struct {
+		rate, first, second float64
+		ratio               float64
+		status              string
+	}{
+		{0, 100_000, 80_000, 0.8, "pass"},
+		{0, 100_000, 56_000, 0.56, "fail"},
+		{20_000, 20_000, 20_000, 1, "n/a"},
+	} {
+		r := loadtest.Report{Symbols: 30, Rate: tc.rate, Throughput: tc.first}
+		n := len(r.Targets)
+		r.CompareSymbols(&loadtest.Report{Symbols: 5000, Throughput: tc.second})
+		if r.Scaling == nil || r.Scaling.Symbols != 5000 || math.Abs(r.Scaling.Ratio-tc.ratio) > 1e-9 {
+			t.Fatalf("scaling %+v, want ratio %v at 5000 symbols", r.Scaling, tc.ratio)
+		}
+		if len(r.Targets) != n+1 || r.Targets[n].Status != tc.status {
+			t.Fatalf("targets %+v, want a last one with status %s", r.Targets, tc.status)
+		}
 	}
 }
