@@ -3,8 +3,8 @@ package loadtest_test
 import (
 	"bytes"
 	"context"
-	"math"
 	"encoding/json"
+	"math"
 	"testing"
 	"time"
 

@@ -389,8 +389,15 @@ func (s *Server) dagsPage(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) runPage(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
-		http.Error(w, "not a run id", http.StatusNotFound)
+		s.notFound(w, fmt.Sprintf("%q is not a run: runs are numbered 1, 2, 3…", r.PathValue("id")))
 		return
+	}
+	if sch := s.cfg.Scheduler; sch != nil {
+		if _, _, err := sch.Run(r.Context(), id); errors.Is(err, dag.ErrRunNotFound) {
+			s.notFound(w, fmt.Sprintf("There is no run %d (yet): the DAGs page lists the runs there are.", id))
+			return
+		}
+		// Any other error is the page's to show: it reads the run itself.
 	}
 	s.render(w, http.StatusOK, "run.html", struct {
 		Title, Version string

@@ -3,10 +3,12 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"html"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -386,4 +388,58 @@ func TestBrowserFailedChecks(t *testing.T) {
 		t.Errorf("%d market_close runs shown as successes", n)
 	}
 	screenshot(t, ctx, "dags-failed-checks")
+}
+
+// TestBrowserNextRunSaidOnce: a scheduled DAG's next run is shown in the
+// browser's zone, and in UTC as well only where that says something else.
+func TestBrowserNextRunSaidOnce(t *testing.T) {
+	hs, _ := dagServer(t, "")
+	for _, tc := range []struct {
+		tz      string
+		utcLine bool
+	}{{"UTC", false}, {"America/New_York", true}} {
+		ctx := browser(t)
+		timezone(t, ctx, tc.tz)
+		navigate(t, ctx, hs.URL+"/dags")
+		until(t, ctx, "the demo DAG's next run", `window.stockpipe && window.stockpipe.loaded && document.querySelector('[data-dag="demo"] .next-local') !== null`)
+		text := eval[string](t, ctx, `document.querySelector('[data-dag="demo"] .dag-facts').textContent`)
+		if got := eval[bool](t, ctx, `document.querySelector('[data-dag="demo"] .next-utc') !== null`); got != tc.utcLine {
+			t.Errorf("browser in %s: UTC line shown %v, want %v (facts: %q)", tc.tz, got, tc.utcLine, text)
+		}
+	}
+}
+
+// TestNotFoundPages: an unknown page, a run that does not exist and a
+// malformed symbol get the dashboard's own 404 page, which says what was
+// not found and links the way back; unknown API paths stay JSON.
+func TestNotFoundPages(t *testing.T) {
+	hs, _ := dagServer(t, "")
+	for _, tc := range []struct{ path, says string }{
+		{"/nowhere", "There is no page at /nowhere."},
+		{"/dags/run/999999", "There is no run 999999"},
+		{"/dags/run/abc", `"abc" is not a run`},
+		{"/symbol/" + url.PathEscape("$$$"), "is not a ticker"},
+	} {
+		resp, err := http.Get(hs.URL + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(b)
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") {
+			t.Errorf("%s: %s %s, want a 404 page", tc.path, resp.Status, resp.Header.Get("Content-Type"))
+		}
+		if !strings.Contains(html.UnescapeString(body), tc.says) || !strings.Contains(body, `href="/dags"`) || !strings.Contains(body, "app.css") {
+			t.Errorf("%s: the page does not say %q with the site's navigation and style:\n%s", tc.path, tc.says, body)
+		}
+	}
+	resp, err := http.Get(hs.URL + "/api/nowhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(resp.Header.Get("Content-Type"), "json") {
+		t.Errorf("/api/nowhere: %s %s, want a JSON 404", resp.Status, resp.Header.Get("Content-Type"))
+	}
 }

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -24,6 +25,12 @@ func (s *Server) render(w http.ResponseWriter, status int, name string, data any
 	_, _ = w.Write(buf.Bytes())
 }
 
+// notFound answers 404 with a page in the dashboard's style that says what
+// was not found and where to go instead.
+func (s *Server) notFound(w http.ResponseWriter, what string) {
+	s.render(w, http.StatusNotFound, "notfound.html", struct{ Title, Version, What string }{"stockpipe — not found", s.cfg.Version, what})
+}
+
 func (s *Server) overview(w http.ResponseWriter, _ *http.Request) {
 	s.render(w, http.StatusOK, "overview.html", struct{ Title, Version string }{"stockpipe — market overview", s.cfg.Version})
 }
@@ -41,7 +48,7 @@ func (s *Server) symbolPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !market.ValidSymbol(sym) {
-		http.Error(w, "not a ticker: "+sym, http.StatusNotFound)
+		s.notFound(w, fmt.Sprintf("%q is not a ticker: tickers are 1 to 12 capital letters, digits, dots or dashes, starting with a letter.", sym))
 		return
 	}
 	q := r.URL.Query()

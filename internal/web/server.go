@@ -245,6 +245,9 @@ func (s *Server) routes() {
 	m.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.URL.Path)
 	})
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.notFound(w, "There is no page at "+r.URL.Path+".")
+	})
 	s.mux = m
 }
 

@@ -406,11 +406,14 @@ function renderNext(v, now = Date.now()) {
     v.next.replaceChildren(el('span', { className: 'muted' }, dag.schedule ? '–' : 'manual only'));
     return;
   }
+  const local = localFmt.format(t);
+  const utc = utcFmt.format(t);
   v.next.replaceChildren(
-    el('time', { dateTime: dag.next_run, className: 'next-local' }, localFmt.format(t)),
+    el('time', { dateTime: dag.next_run, className: 'next-local' }, local),
     ' ',
-    el('span', { className: 'next-rel muted' }, fmtUntil(t.getTime() - now)),
-    el('span', { className: 'next-utc' }, utcFmt.format(t)));
+    el('span', { className: 'next-rel muted' }, fmtUntil(t.getTime() - now)));
+  // In a browser on UTC the two lines would say the same thing twice.
+  if (utc !== local) v.next.append(el('span', { className: 'next-utc' }, utc));
 }
 
 // ---- the run squares ---------------------------------------------------------------------
