@@ -87,6 +87,11 @@ type Quote struct {
 	Bucket       time.Time `json:"bucket"`
 	BucketVolume int64     `json:"bucket_volume"`
 	Spark        []float64 `json:"spark"`
+	// PrevClose is the close of the symbol's previous trading day: its
+	// last 1d candle before the day of Bucket (the regular session's
+	// close), else its last 1m candle before that day; nil when it has
+	// no earlier day.
+	PrevClose *float64 `json:"prev_close"`
 }
 
 // Reader runs the read queries behind the API. Every query is parameterised.
@@ -120,7 +125,8 @@ func (r *Reader) Quotes(ctx context.Context, sym string) ([]Quote, error) {
 		symArg = &sym
 	}
 	rows, err := r.pool.Query(ctx, `
-		SELECT s.symbol, t.price, t.ts, l.bucket, l.volume, d.open, d.volume, sp.closes
+		SELECT s.symbol, t.price, t.ts, l.bucket, l.volume, d.open, d.volume, sp.closes,
+		       coalesce(pd.close, pm.close)
 		FROM symbols s
 		CROSS JOIN LATERAL (SELECT price, ts FROM ticks WHERE symbol = s.symbol ORDER BY ts DESC, seq DESC LIMIT 1) t
 		CROSS JOIN LATERAL (SELECT bucket, volume FROM candles
@@ -131,6 +137,12 @@ func (r *Reader) Quotes(ctx context.Context, sym string) ([]Quote, error) {
 		CROSS JOIN LATERAL (SELECT array_agg(close ORDER BY bucket) AS closes FROM (
 			SELECT bucket, close FROM candles WHERE symbol = s.symbol AND interval = '1m'
 			ORDER BY bucket DESC LIMIT 60) x) sp
+		LEFT JOIN LATERAL (SELECT close FROM candles WHERE symbol = s.symbol AND interval = '1d'
+			AND bucket < (date_trunc('day', l.bucket AT TIME ZONE $2) AT TIME ZONE $2)
+			ORDER BY bucket DESC LIMIT 1) pd ON true
+		LEFT JOIN LATERAL (SELECT close FROM candles WHERE symbol = s.symbol AND interval = '1m'
+			AND bucket < (date_trunc('day', l.bucket AT TIME ZONE $2) AT TIME ZONE $2)
+			ORDER BY bucket DESC LIMIT 1) pm ON true
 		WHERE $1::text IS NULL OR s.symbol = $1
 		ORDER BY s.symbol`, symArg, market.ExchangeZone)
 	if err != nil {
@@ -138,13 +150,13 @@ func (r *Reader) Quotes(ctx context.Context, sym string) ([]Quote, error) {
 	}
 	out := []Quote{}
 	var q Quote
-	_, err = pgx.ForEachRow(rows, []any{&q.Symbol, &q.Last, &q.TS, &q.Bucket, &q.BucketVolume, &q.DayOpen, &q.Volume, &q.Spark}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&q.Symbol, &q.Last, &q.TS, &q.Bucket, &q.BucketVolume, &q.DayOpen, &q.Volume, &q.Spark, &q.PrevClose}, func() error {
 		q.Change = q.Last - q.DayOpen
 		if q.DayOpen != 0 {
 			q.ChangePct = 100 * q.Change / q.DayOpen
 		}
 		out = append(out, q)
-		q.Spark = nil
+		q.Spark, q.PrevClose = nil, nil
 		return nil
 	})
 	if err != nil {

@@ -144,6 +144,45 @@ func TestSymbolsWatchlist(t *testing.T) {
 	}
 }
 
+// TestSymbolsPreviousClose: the watchlist's previous close is the last
+// daily bar before the quote's New York day, else the last minute before
+// it, and absent when the symbol has no earlier day.
+func TestSymbolsPreviousClose(t *testing.T) {
+	f := newFixture(t)
+	prev := func() *float64 {
+		t.Helper()
+		_, _, body := f.get(t, "/api/symbols")
+		var q []store.Quote
+		if err := json.Unmarshal(body, &q); err != nil || len(q) != 1 {
+			t.Fatalf("quotes %s: %v", body, err)
+		}
+		return q[0].PrevClose
+	}
+	if p := prev(); p != nil {
+		t.Fatalf("prev_close %v for a symbol with no earlier day, want null", *p)
+	}
+	yesterday := day.Add(-24 * time.Hour)
+	insert := func(interval string, bucket time.Time, close float64) {
+		t.Helper()
+		if _, err := f.pool.Exec(context.Background(), `INSERT INTO candles (symbol, interval, bucket, open, high, low, close, volume, trades, final)
+			VALUES ('AAPL', $1, $2, $3, $3, $3, $3, 100, 1, true)`, interval, bucket, close); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// After-hours minute of the day before: the close when no daily bar.
+	insert("1m", yesterday.Add(7*time.Hour), 97.5)
+	// A minute earlier today, before the session, is not the previous day.
+	insert("1m", day.Add(-time.Hour), 99)
+	if p := prev(); p == nil || *p != 97.5 {
+		t.Fatalf("prev_close %v, want 97.5 (the day before's last minute)", p)
+	}
+	// The day before's daily bar (its regular session) wins.
+	insert("1d", yesterday.Truncate(24*time.Hour).Add(13*time.Hour+30*time.Minute), 98.25)
+	if p := prev(); p == nil || *p != 98.25 {
+		t.Fatalf("prev_close %v, want 98.25 (the day before's daily close)", p)
+	}
+}
+
 func TestCandles(t *testing.T) {
 	f := newFixture(t)
 	var got struct {
