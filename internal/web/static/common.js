@@ -272,35 +272,56 @@ export function fmtAge(s) {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
-const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+const timeOpts = { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false };
+const timeFmts = new Map();
 const dateTimeFmt = new Intl.DateTimeFormat(undefined, {
   year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
 });
 
-/** The local wall-clock time of an RFC 3339 string or Date, with milliseconds if asked. */
-export function fmtTime(ts, withMillis = false) {
+// Formatters are costly to build and a page formats thousands of times,
+// so each zone's is kept. An unknown zone falls back to the reader's.
+function zoned(cache, locale, opts, timeZone) {
+  const key = timeZone || '';
+  let f = cache.get(key);
+  if (!f) {
+    try {
+      f = new Intl.DateTimeFormat(locale, timeZone ? { ...opts, timeZone } : opts);
+    } catch {
+      f = new Intl.DateTimeFormat(locale, opts);
+    }
+    cache.set(key, f);
+  }
+  return f;
+}
+
+/**
+ * The wall-clock time of an RFC 3339 string or Date, with milliseconds if
+ * asked, in timeZone (an IANA name; the reader's own zone when omitted).
+ */
+export function fmtTime(ts, withMillis = false, timeZone = undefined) {
   const d = ts instanceof Date ? ts : new Date(ts);
   if (Number.isNaN(d.getTime())) return '–';
-  const base = timeFmt.format(d);
+  const base = zoned(timeFmts, undefined, timeOpts, timeZone).format(d);
   return withMillis ? `${base}.${String(d.getMilliseconds()).padStart(3, '0')}` : base;
 }
 
-const stampFmt = new Intl.DateTimeFormat('en-US', {
+const stampOpts = {
   year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit',
   hourCycle: 'h23', timeZoneName: 'short',
-});
+};
+const stampFmts = new Map();
 
 /**
  * A moment with its date and zone, in the reader's time zone like the
- * charts: "2026-11-02 10:31:05 EST" (".123" before the zone if asked). A
- * time of day alone is ambiguous once a feed spans midnight or a replay
- * shows another day.
+ * charts unless timeZone (an IANA name) says otherwise: "2026-11-02
+ * 10:31:05 EST" (".123" before the zone if asked). A time of day alone is
+ * ambiguous once a feed spans midnight or a replay shows another day.
  */
-export function fmtStamp(ts, withMillis = false) {
+export function fmtStamp(ts, withMillis = false, timeZone = undefined) {
   const d = ts instanceof Date ? ts : new Date(ts);
   if (Number.isNaN(d.getTime())) return '–';
   const p = {};
-  for (const { type, value } of stampFmt.formatToParts(d)) p[type] = value;
+  for (const { type, value } of zoned(stampFmts, 'en-US', stampOpts, timeZone).formatToParts(d)) p[type] = value;
   const ms = withMillis ? `.${String(d.getMilliseconds()).padStart(3, '0')}` : '';
   return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}${ms} ${p.timeZoneName}`;
 }
@@ -323,9 +344,36 @@ export function anomalyHref(a, interval = '1m', range = '1h') {
   return `/symbol/${encodeURIComponent(a.symbol)}?${q}`;
 }
 
-/** A human label for an anomaly kind: "price_jump" → "price jump". */
+// Abbreviations a reader knows in capitals, wherever they fall in a kind.
+const KIND_WORDS = { vwap: 'VWAP', rsi: 'RSI', sma: 'SMA', ema: 'EMA', seq: 'sequence' };
+
+/**
+ * A human label for an anomaly kind, as a sentence begins: "price_jump" →
+ * "Price jump", "vwap_deviation" → "VWAP deviation".
+ */
 export function kindLabel(kind) {
-  return String(kind || '').replace(/_/g, ' ');
+  const words = String(kind || '').split('_').filter(Boolean).map((w) => KIND_WORDS[w] ?? w);
+  const text = words.join(' ');
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+// Kinds whose value is a size, not a move: they have no direction.
+const UNDIRECTED_KINDS = new Set(['volume_burst', 'spread_blowout', 'seq_gap', 'stale']);
+
+/**
+ * Which way an anomaly says the price went: "up", "down", or null for a
+ * kind that measures no move (a volume burst, a wide spread, a gap). The
+ * signed kinds (price_jump, band_break, vwap_deviation) carry it in the
+ * value's sign; the detail's wording ("rose", "above the upper") decides
+ * when the value does not.
+ */
+export function anomalyDirection(a) {
+  if (!a || UNDIRECTED_KINDS.has(a.kind)) return null;
+  if (typeof a.value === 'number' && Number.isFinite(a.value) && a.value !== 0) return a.value > 0 ? 'up' : 'down';
+  const d = String(a.detail || '');
+  const up = /\b(rose|above)\b/.test(d);
+  const down = /\b(fell|below)\b/.test(d);
+  return up === down ? null : up ? 'up' : 'down';
 }
 
 /** Builds an element: el('td', {className: 'num'}, 'text', child, ...). */
@@ -344,16 +392,17 @@ export function el(tag, props = {}, ...children) {
 }
 
 /**
- * Renders one anomaly as an <li data-kind=… data-severity=…>: time, a text
- * severity label, a link to the symbol's chart at that moment, the detail.
+ * Renders one anomaly as an <li data-kind=… data-severity=…>: time (in
+ * timeZone, an IANA name, or the reader's zone), a text severity label, a
+ * link to the symbol's chart at that moment, the detail.
  */
-export function anomalyItem(a, { showSymbol = true, interval = '1m', range = '1h' } = {}) {
+export function anomalyItem(a, { showSymbol = true, interval = '1m', range = '1h', timeZone = undefined } = {}) {
   const sev = ['low', 'medium', 'high'].includes(a.severity) ? a.severity : 'low';
   const linkText = showSymbol ? `${a.symbol} ${kindLabel(a.kind)}` : kindLabel(a.kind);
   return el('li', { className: `anomaly sev-${sev}`, dataset: { kind: a.kind, severity: sev, symbol: a.symbol, ts: a.ts } },
     el('span', { className: `sev-badge sev-${sev}` }, sev),
     ' ',
-    el('time', { className: 'anomaly-time', dateTime: a.ts, title: `${a.ts} (UTC)` }, fmtStamp(a.ts)),
+    el('time', { className: 'anomaly-time', dateTime: a.ts, title: `${a.ts} (UTC)` }, fmtStamp(a.ts, false, timeZone)),
     ' ',
     el('a', { href: anomalyHref(a, interval, range), className: 'anomaly-link' }, linkText),
     el('span', { className: 'anomaly-detail' }, a.detail || ''),

@@ -8,7 +8,7 @@
 // new release never mixes old and new modules.
 const {
   fetchJSON, openStream, showError, el, anomalyItem,
-  fmtPrice, fmtChange, fmtVolume, fmtAge, fmtInt, fmtDec1, direction,
+  fmtPrice, fmtChange, fmtVolume, fmtAge, fmtInt, fmtDec1, fmtStamp, direction, kindLabel,
 } = await import(`./common.js${new URL(import.meta.url).search}`);
 
 const MAX_ANOMALIES = 100;
@@ -21,18 +21,32 @@ const emptyEl = document.getElementById('empty');
 const loadingEl = document.getElementById('loading');
 const feed = document.getElementById('anomalies');
 const feedEmpty = document.getElementById('anomalies-empty');
+const filterInput = document.getElementById('filter');
+const filterEmpty = document.getElementById('filter-empty');
+
+const params = new URLSearchParams(location.search);
+// A row whose last trade is older than this many seconds is marked stale.
+// ?stale=N overrides it, so that a test need not wait a minute.
+const STALE_AFTER = (() => {
+  const v = Number(params.get('stale'));
+  return Number.isFinite(v) && v > 0 ? v : 60;
+})();
+document.getElementById('stale-after').textContent = STALE_AFTER % 60 === 0 ? `${STALE_AFTER / 60} min` : `${STALE_AFTER} s`;
 
 /** symbol → row state (see makeRow). */
 const rows = new Map();
 
 // Read-only hooks for browser tests: messages counts the stream's events
-// as they arrive, by name in events; frames counts the animation frames
-// that applied some.
+// as they arrive, by name in events; bytes sums the length of their data
+// (re-encoded: the server sends compact JSON, so it matches what came but
+// for the SSE framing); frames counts the animation frames that applied
+// some.
 window.stockpipe = {
   loaded: false,
   symbols: () => rows.size,
   messages: 0,
   events: {},
+  bytes: 0,
   frames: 0,
 };
 
@@ -49,19 +63,29 @@ function makeRow(symbol) {
     price: el('td', { className: 'num price' }, '–'),
     change: el('td', { className: 'num col-change change' }, '–'),
     pct: el('td', { className: 'num change-pct' }, '–'),
+    prev: el('td', { className: 'num col-prev change-prev' }, '–'),
     volume: el('td', { className: 'num volume' }, '–'),
+    age: el('td', { className: 'num col-age age' }),
   };
+  const ageTime = el('time', {}, '–');
+  cells.age.append(ageTime);
+  const badge = el('span', { className: 'stale-badge', hidden: true }, 'stale');
   const canvas = el('canvas', { className: 'spark', width: SPARK_W, height: SPARK_H, role: 'img' });
   canvas.setAttribute('aria-label', `${symbol} price over the last hour`);
-  const tr = el('tr', { dataset: { symbol } },
-    el('th', { scope: 'row' }, el('a', { href }, symbol)),
-    cells.price, cells.change, cells.pct,
+  const tr = el('tr', { dataset: { symbol }, tabIndex: -1 },
+    el('th', { scope: 'row' }, el('a', { href }, symbol), ' ', badge),
+    cells.price, cells.change, cells.pct, cells.prev,
     el('td', { className: 'col-spark' }, canvas),
     cells.volume,
+    cells.age,
   );
   const row = {
-    symbol, tr, cells, canvas,
+    symbol, href, tr, cells, canvas, badge, ageTime,
     last: null, dayOpen: null, volume: null,
+    prevClose: null, // the previous New York day's close, null without one
+    ts: null, // the last trade's time, ms since the epoch
+    shownTs: null, // the time the age cell's tooltip names
+    dir: null, // the change's direction, which colours the sparkline
     bucket: null, // unix seconds of the latest 1m bucket
     loadedBucket: null, // the latest bucket when the watchlist was read: its volume counts those up to it
     // Volume counted so far of each recent 1m bucket: a bucket's later
@@ -73,26 +97,26 @@ function makeRow(symbol) {
     sparkDirty: true,
     flash: null, // the running flash animation
   };
-  // Keep rows sorted by symbol.
-  let before = null;
-  for (const [s, r] of rows) {
-    if (s > symbol && (!before || s < before.symbol)) before = r;
-  }
-  tbody.insertBefore(tr, before ? before.tr : null);
   rows.set(symbol, row);
+  tr.hidden = !matches(row);
+  placeRow(row);
   updateEmpty();
+  updateFilterEmpty();
+  if (!focusRow) setFocusRow(row);
   return row;
 }
 
 function applyQuote(q) {
   const row = rows.get(q.symbol) || makeRow(q.symbol);
   row.dayOpen = q.day_open;
+  row.prevClose = q.prev_close ?? null;
   row.volume = q.volume;
   row.bucket = q.bucket ? unix(q.bucket) : null;
   row.loadedBucket = row.bucket;
   row.bucketVols = new Map(row.bucket == null ? [] : [[row.bucket, q.bucket_volume || 0]]);
   row.spark = Array.isArray(q.spark) ? q.spark.slice(-SPARK_POINTS) : [];
   row.sparkTimes = row.spark.map((_, i) => (i === row.spark.length - 1 ? row.bucket : null));
+  setTradeTime(row, q.ts);
   setPrice(row, q.last, false);
   renderVolume(row);
   markSpark(row);
@@ -120,16 +144,29 @@ function setPrice(row, price, flash) {
   if (flash && prev != null && price !== prev) flashCell(row, price > prev ? 'up' : 'down');
   const change = row.dayOpen ? price - row.dayOpen : null;
   const pct = row.dayOpen ? (100 * change) / row.dayOpen : null;
+  const dir = change == null ? null : direction(change);
   for (const [cell, text] of [[row.cells.change, fmtChange(change)], [row.cells.pct, fmtChange(pct, '%')]]) {
     cell.textContent = text;
     cell.classList.remove('up', 'down', 'flat');
-    if (change != null) cell.classList.add(direction(change));
+    if (dir) cell.classList.add(dir);
   }
+  // Since the previous close, the change a trader quotes across days.
+  const vsClose = row.prevClose ? (100 * (price - row.prevClose)) / row.prevClose : null;
+  row.cells.prev.textContent = fmtChange(vsClose, '%');
+  row.cells.prev.title = row.prevClose ? `previous close ${fmtPrice(row.prevClose)}` : 'no earlier day stored';
+  row.cells.prev.classList.remove('up', 'down', 'flat');
+  if (vsClose != null) row.cells.prev.classList.add(direction(vsClose));
+  if (dir !== row.dir) {
+    row.dir = dir;
+    markSpark(row);
+  }
+  sortDirty = true;
 }
 
 function renderVolume(row) {
   row.cells.volume.textContent = fmtVolume(row.volume);
   row.cells.volume.title = row.volume == null ? '' : fmtInt(row.volume);
+  sortDirty = true;
 }
 
 // How long a bucket's volume is remembered for its later updates: far
@@ -216,8 +253,194 @@ function applyTick(ev) {
     row = makeRow(ev.symbol);
     scheduleRefresh();
   }
+  setTradeTime(row, ev.ts);
+  // A row coming back to life shows it at once, not at the next second.
+  if (row.tr.classList.contains('stale')) renderAge(row, Date.now());
   setPrice(row, ev.price, true);
 }
+
+// ---- freshness ----------------------------------------------------------------
+
+function setTradeTime(row, ts) {
+  const ms = ts ? Date.parse(ts) : NaN;
+  if (!Number.isFinite(ms) || (row.ts != null && ms <= row.ts)) return;
+  row.ts = ms;
+  sortDirty = true;
+}
+
+// The compact age of a trade: 12s, 3m, 2h, 5d.
+function fmtShortAge(sec) {
+  const s = Math.max(0, Math.floor(sec));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+function renderAge(row, now) {
+  if (row.ts == null) return;
+  const age = (now - row.ts) / 1000;
+  row.ageTime.textContent = fmtShortAge(age);
+  if (row.shownTs !== row.ts) {
+    row.shownTs = row.ts;
+    const d = new Date(row.ts);
+    row.ageTime.dateTime = d.toISOString();
+    row.ageTime.title = `Last trade ${fmtStamp(d, true)}`;
+  }
+  const stale = age > STALE_AFTER;
+  if (stale !== row.tr.classList.contains('stale')) {
+    row.tr.classList.toggle('stale', stale);
+    row.badge.hidden = !stale;
+  }
+}
+
+// Ages move once a second, not with every tick: the text changes no
+// faster than that anyway.
+function renderAges() {
+  const now = Date.now();
+  for (const row of rows.values()) renderAge(row, now);
+  renderStrip();
+}
+
+// ---- sorting, filtering and keyboard navigation ------------------------------
+
+const sortButtons = [...document.querySelectorAll('.watchlist thead button.sort')];
+let sortKey = 'symbol';
+let sortDesc = false;
+// Set when a value a sort may read changed; the rows are re-sorted at most
+// once per frame, and only when the sort column is one that moves.
+let sortDirty = false;
+
+const changeOf = (r) => (r.dayOpen && r.last != null ? r.last - r.dayOpen : null);
+const SORT_VALUES = {
+  symbol: (r) => r.symbol,
+  last: (r) => r.last,
+  change: changeOf,
+  pct: (r) => (r.dayOpen && r.last != null ? changeOf(r) / r.dayOpen : null),
+  prev: (r) => (r.prevClose && r.last != null ? (r.last - r.prevClose) / r.prevClose : null),
+  spark: (r) => (r.spark.length >= 2 && r.spark[0] ? (r.spark[r.spark.length - 1] - r.spark[0]) / r.spark[0] : null),
+  volume: (r) => r.volume,
+  age: (r) => (r.ts == null ? null : -r.ts), // the youngest trade first
+};
+
+const bySymbol = (a, b) => (a.symbol < b.symbol ? -1 : a.symbol > b.symbol ? 1 : 0);
+
+// Rows without a value go last whichever the direction: a reversed sort
+// should not open on a screenful of dashes.
+function compareRows(a, b) {
+  const get = SORT_VALUES[sortKey];
+  const va = get(a);
+  const vb = get(b);
+  const na = va == null || (typeof va === 'number' && !Number.isFinite(va));
+  const nb = vb == null || (typeof vb === 'number' && !Number.isFinite(vb));
+  if (na || nb) return na === nb ? bySymbol(a, b) : na ? 1 : -1;
+  let c = typeof va === 'string' ? (va < vb ? -1 : va > vb ? 1 : 0) : va - vb;
+  if (sortDesc) c = -c;
+  return c || bySymbol(a, b);
+}
+
+function placeRow(row) {
+  let before = null;
+  for (const r of rows.values()) {
+    if (r !== row && compareRows(row, r) < 0 && (!before || compareRows(r, before) < 0)) before = r;
+  }
+  tbody.insertBefore(row.tr, before ? before.tr : null);
+}
+
+function sortRows() {
+  sortDirty = false;
+  // Moving a focused row out of the document takes the focus away.
+  const focused = document.activeElement;
+  const order = [...rows.values()].sort(compareRows);
+  let at = tbody.firstElementChild;
+  for (const row of order) {
+    if (row.tr === at) at = at.nextElementSibling;
+    else tbody.insertBefore(row.tr, at);
+  }
+  if (focused && focused !== document.activeElement && tbody.contains(focused)) focused.focus({ preventScroll: true });
+}
+
+function renderSortHeaders() {
+  for (const b of sortButtons) {
+    const th = b.closest('th');
+    if (b.dataset.sort === sortKey) th.setAttribute('aria-sort', sortDesc ? 'descending' : 'ascending');
+    else th.removeAttribute('aria-sort');
+  }
+}
+
+for (const b of sortButtons) {
+  b.addEventListener('click', () => {
+    const key = b.dataset.sort;
+    if (key === sortKey) sortDesc = !sortDesc;
+    else {
+      sortKey = key;
+      // Numbers open with the largest first; names and ages read from the top.
+      sortDesc = key !== 'symbol' && key !== 'age';
+    }
+    renderSortHeaders();
+    sortRows();
+  });
+}
+renderSortHeaders();
+
+let filterText = '';
+const matches = (row) => !filterText || row.symbol.toLowerCase().includes(filterText);
+
+function updateFilterEmpty() {
+  let any = false;
+  for (const r of rows.values()) any = any || !r.tr.hidden;
+  filterEmpty.hidden = !filterText || rows.size === 0 || any;
+}
+
+function applyFilter() {
+  filterText = filterInput.value.trim().toLowerCase();
+  for (const row of rows.values()) row.tr.hidden = !matches(row);
+  updateFilterEmpty();
+  if (focusRow && focusRow.tr.hidden) {
+    const first = visibleRows()[0];
+    setFocusRow(first ? rows.get(first.dataset.symbol) : null);
+  }
+}
+
+filterInput.addEventListener('input', applyFilter);
+filterInput.addEventListener('keydown', (e) => {
+  if (e.key !== 'Escape') return;
+  e.preventDefault();
+  filterInput.value = '';
+  applyFilter();
+});
+
+// One row at a time is in the tab order (a roving tabindex), so that Tab
+// does not walk through every symbol; the arrow keys move between rows.
+let focusRow = null;
+function setFocusRow(row) {
+  if (focusRow) focusRow.tr.tabIndex = -1;
+  focusRow = row;
+  if (row) row.tr.tabIndex = 0;
+}
+
+const visibleRows = () => [...tbody.children].filter((tr) => !tr.hidden);
+
+tbody.addEventListener('focusin', (e) => {
+  const tr = e.target.closest('tr');
+  const row = tr && rows.get(tr.dataset.symbol);
+  if (row && row !== focusRow) setFocusRow(row);
+});
+
+tbody.addEventListener('keydown', (e) => {
+  const tr = e.target.closest('tr');
+  if (!tr || e.altKey || e.ctrlKey || e.metaKey) return;
+  if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+    e.preventDefault();
+    const vis = visibleRows();
+    const next = vis[vis.indexOf(tr) + (e.key === 'ArrowDown' ? 1 : -1)];
+    if (next) next.focus();
+  } else if (e.key === 'Enter' && e.target === tr) {
+    // On the link itself, Enter follows it without help.
+    const row = rows.get(tr.dataset.symbol);
+    if (row) location.assign(row.href);
+  }
+});
 
 // ---- sparklines -------------------------------------------------------------
 
@@ -232,12 +455,25 @@ function drawSparks() {
   for (const row of rows.values()) {
     if (row.sparkDirty) {
       row.sparkDirty = false;
-      drawSpark(row.canvas, row.spark);
+      drawSpark(row);
     }
   }
 }
 
-function drawSpark(canvas, points) {
+// The sparkline takes the colour of the change cells beside it, read from
+// the stylesheet so that the two cannot drift apart.
+const rootStyle = getComputedStyle(document.documentElement);
+const SPARK_COLOURS = {
+  up: rootStyle.getPropertyValue('--up').trim() || '#3fb950',
+  down: rootStyle.getPropertyValue('--down').trim() || '#ff7b72',
+  flat: rootStyle.getPropertyValue('--muted').trim() || '#9ea7b3',
+};
+
+function drawSpark(row) {
+  const { canvas, spark: points } = row;
+  const dir = row.dir || 'flat';
+  canvas.dataset.dir = dir;
+  canvas.dataset.colour = SPARK_COLOURS[dir];
   const dpr = window.devicePixelRatio || 1;
   const w = SPARK_W;
   const h = SPARK_H;
@@ -260,8 +496,7 @@ function drawSpark(canvas, points) {
   const x = (i) => pad + (i * (w - 2 * pad)) / (SPARK_POINTS - 1);
   const y = (p) => h - pad - ((p - lo) * (h - 2 * pad)) / span;
   const offset = SPARK_POINTS - points.length; // right-align a short history
-  const up = points[points.length - 1] >= points[0];
-  ctx.strokeStyle = up ? '#3fb950' : '#f85149';
+  ctx.strokeStyle = SPARK_COLOURS[dir];
   ctx.lineWidth = 1.5;
   ctx.lineJoin = 'round';
   ctx.beginPath();
@@ -271,16 +506,55 @@ function drawSpark(canvas, points) {
 
 // ---- the anomaly feed ---------------------------------------------------------
 
-function addAnomaly(a, atTop) {
+// LOW alerts are hidden by default: they come often and would bury the
+// rest. What the filters hide is counted beside them.
+const sevFilter = document.getElementById('sev-filter');
+const kindFilter = document.getElementById('kind-filter');
+const hiddenNote = document.getElementById('anomalies-hidden');
+const SEV_RANK = { low: 0, medium: 1, high: 2 };
+const SEVERITIES = ['low', 'medium', 'high'];
+
+function shownAnomaly(li) {
+  return SEV_RANK[li.dataset.severity] >= SEV_RANK[sevFilter.value]
+    && (!kindFilter.value || li.dataset.kind === kindFilter.value);
+}
+
+function noteKind(kind) {
+  if (!kind) return;
+  let before = null;
+  for (const o of kindFilter.options) {
+    if (o.value === kind) return;
+    if (o.value && o.value > kind && !before) before = o;
+  }
+  kindFilter.insertBefore(el('option', { value: kind }, kindLabel(kind)), before);
+}
+
+function filterFeed() {
+  const hidden = { low: 0, medium: 0, high: 0 };
+  for (const li of feed.children) {
+    const show = shownAnomaly(li);
+    li.hidden = !show;
+    if (!show) hidden[li.dataset.severity]++;
+  }
+  const parts = SEVERITIES.filter((s) => hidden[s]).map((s) => `${fmtInt(hidden[s])} ${s}`);
+  hiddenNote.textContent = parts.length ? `${parts.join(', ')} hidden` : '';
+}
+
+sevFilter.addEventListener('change', filterFeed);
+kindFilter.addEventListener('change', filterFeed);
+
+function addAnomaly(a, atTop, refilter = true) {
   // The first load and the stream can both bring the same anomaly.
   for (const li of feed.children) {
     if (li.dataset.symbol === a.symbol && li.dataset.kind === a.kind && li.dataset.ts === a.ts) return;
   }
   const li = anomalyItem(a);
+  noteKind(li.dataset.kind);
   if (atTop) feed.prepend(li);
   else feed.append(li);
   while (feed.children.length > MAX_ANOMALIES) feed.lastElementChild.remove();
   feedEmpty.hidden = true;
+  if (refilter) filterFeed();
 }
 
 // ---- status strip ---------------------------------------------------------------
@@ -289,14 +563,50 @@ const tpsEl = document.getElementById('tps');
 const ageEl = document.getElementById('age');
 const lagEl = document.getElementById('lag');
 const clientsEl = document.getElementById('clients');
+const strip = document.getElementById('status');
+const connEl = document.getElementById('conn-state');
+
+// The server sends a status event every second while the stream is open.
+// Without them the strip's values are old: they are greyed, and the age of
+// the last tick keeps counting from when it was, on the browser's clock,
+// instead of freezing on its last value.
+const STATUS_SILENCE = 3000;
+let statusAt = 0; // performance.now() of the last status event
+let lastTickAt = null; // the last tick's time, ms on the browser's clock
+
+function renderTickAge(age) {
+  ageEl.textContent = age == null ? 'none yet' : `${fmtAge(age)} ago`;
+  ageEl.classList.toggle('stale', age != null && age > 10);
+}
 
 function applyStatus(s) {
+  statusAt = performance.now();
+  lastTickAt = s.last_tick_age_s == null ? null : Date.now() - s.last_tick_age_s * 1000;
   tpsEl.textContent = fmtDec1(s.ticks_per_s);
-  ageEl.textContent = s.last_tick_age_s == null ? 'none yet' : `${fmtAge(s.last_tick_age_s)} ago`;
-  ageEl.classList.toggle('stale', s.last_tick_age_s != null && s.last_tick_age_s > 10);
+  renderTickAge(s.last_tick_age_s);
   lagEl.textContent = s.consumer_lag == null ? '–' : fmtInt(s.consumer_lag);
   clientsEl.textContent = fmtInt(s.clients);
+  renderStrip(true);
 }
+
+// Once the stream is seen down the values stay old until a new status
+// arrives, whatever the dot says meanwhile: it moves on to "down", which
+// a database outage shows too with the stream still open.
+let stripStale = false;
+
+function renderStrip(fresh = false) {
+  const st = connEl.dataset.state;
+  if (fresh) stripStale = false;
+  else if (st === 'reconnecting' || st === 'closed') stripStale = true;
+  else if (statusAt > 0 && performance.now() - statusAt > STATUS_SILENCE) stripStale = true;
+  const stale = stripStale;
+  strip.classList.toggle('stale', stale);
+  strip.dataset.state = stale ? 'disconnected' : 'live';
+  ageEl.title = stale ? 'No live updates: counting from the last tick received.' : '';
+  if (stale && lastTickAt != null) renderTickAge((Date.now() - lastTickAt) / 1000);
+}
+
+new MutationObserver(() => renderStrip()).observe(connEl, { attributes: true, attributeFilter: ['data-state'] });
 
 // ---- loading ------------------------------------------------------------------
 
@@ -311,12 +621,15 @@ function updateEmpty() {
 async function loadSymbols() {
   const quotes = await fetchJSON('/api/symbols');
   for (const q of quotes || []) applyQuote(q);
+  sortRows();
+  renderAges();
 }
 
 async function loadAnomalies() {
   const body = await fetchJSON(`/api/anomalies?limit=${MAX_ANOMALIES}`);
   feed.replaceChildren();
-  for (const a of (body && body.anomalies) || []) addAnomaly(a, false);
+  for (const a of (body && body.anomalies) || []) addAnomaly(a, false, false);
+  filterFeed();
   feedEmpty.hidden = feed.children.length > 0;
 }
 
@@ -377,6 +690,7 @@ function applyUpdates() {
   // price's change is measured against.
   for (const ev of prices.values()) applyTick(ev);
   prices.clear();
+  if (sortDirty && sortKey !== 'symbol') sortRows();
   if (sparkFrame) {
     // Draw in this frame rather than the next.
     cancelAnimationFrame(sparkFrame);
@@ -388,6 +702,7 @@ function received(name, fn) {
   return (data) => {
     window.stockpipe.messages++;
     window.stockpipe.events[name] = (window.stockpipe.events[name] || 0) + 1;
+    window.stockpipe.bytes += JSON.stringify(data).length;
     fn(data);
   };
 }
@@ -414,3 +729,5 @@ window.stockpipe.loaded = true;
 ready = true;
 applyUpdates();
 updateEmpty();
+renderAges();
+setInterval(renderAges, 1000);

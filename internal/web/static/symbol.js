@@ -7,7 +7,7 @@
 // The shared helpers are loaded with this module's own ?v= query so that a
 // new release never mixes old and new modules.
 const {
-  fetchJSON, openStream, showError, el, anomalyItem, kindLabel, direction,
+  fetchJSON, openStream, showError, el, anomalyItem, kindLabel, direction, anomalyDirection,
   fmtPrice, fmtVolume, fmtInt, fmtDec1, fmtTime, fmtStamp, fmtChange, isoFromUnix,
 } = await import(`./common.js${new URL(import.meta.url).search}`);
 
@@ -22,6 +22,9 @@ const RSI_NEEDS = 15;
 const COLORS = {
   up: '#3fb950',
   down: '#f85149',
+  // Up bodies are hollow (drawn in the background) and down bodies
+  // filled, so the two differ in shape as well as hue.
+  hollow: 'rgba(0, 0, 0, 0)',
   volUp: 'rgba(63, 185, 80, 0.40)',
   volDown: 'rgba(248, 81, 73, 0.40)',
   text: '#c9d1d9',
@@ -43,8 +46,19 @@ const INDICATORS = {
   // The session VWAP, not each bar's own: it is what the vwap_deviation
   // detector measures against and what its explanations quote. (The key
   // stays 'vwap' so that a saved choice carries over.)
-  vwap: { label: 'Session VWAP', lines: [{ session: true, color: '#ffa657' }] },
+  // Magenta rather than orange: beside SMA 20's yellow, orange was told
+  // apart by hue alone, and by little of that.
+  vwap: { label: 'Session VWAP', lines: [{ session: true, color: '#db61a2' }] },
 };
+
+// Where the page's times are read. The exchange's zone is the default: a
+// session reads 09:30–16:00 wherever the reader is.
+const ZONES = {
+  exchange: { tz: 'America/New_York', abbr: 'ET', place: 'New York' },
+  utc: { tz: 'UTC', abbr: 'UTC', place: 'UTC' },
+  local: { tz: undefined, abbr: '', place: 'your time zone' },
+};
+const EXCHANGE_TZ = ZONES.exchange.tz;
 
 const body = document.body.dataset;
 const symbol = body.symbol || decodeURIComponent(location.pathname.split('/').pop() || '');
@@ -53,6 +67,7 @@ const state = {
   range: Object.hasOwn(RANGES, body.range) ? body.range : '1d',
   at: body.at && !Number.isNaN(Date.parse(body.at)) ? body.at : '',
   indicators: new Set(loadIndicatorChoice()),
+  zone: loadZoneChoice(),
 };
 
 const chartEl = document.getElementById('chart');
@@ -67,6 +82,10 @@ const rsiNoteEl = document.getElementById('rsi-note');
 const csvLink = document.getElementById('csv');
 const symAnomaliesEl = document.getElementById('sym-anomalies');
 const symAnomaliesEmpty = document.getElementById('sym-anomalies-empty');
+const zoneSelect = document.getElementById('zone');
+const zoneLabelEl = document.getElementById('zone-label');
+const tradesZoneEl = document.getElementById('trades-zone');
+const readoutEl = document.getElementById('bar-readout');
 
 // Data behind the chart: candle rows by bucket time (unix seconds), times ascending.
 let byTime = new Map();
@@ -80,6 +99,8 @@ let sessionSums = new Map();
 // shown range ({day, pv, v}), read with it; null when there are none.
 let sessionBase = null;
 let crosshairActive = false;
+// The bar chosen with the arrow keys, null when none is.
+let kbTime = null;
 let rsiSeen = false; // some candle shown has an RSI value
 
 // Read-only hooks for browser tests.
@@ -92,6 +113,13 @@ window.stockpipe = {
   markerCount: () => (markers ? markers.markers().length : 0),
   candle: (t) => byTime.get(t) ?? null,
   markerTimes: () => (markers ? markers.markers().map((m) => m.time) : []),
+  markers: () => (markers ? markers.markers().map((m) => ({ ...m })) : []),
+  candleOptions: () => (candles ? { ...candles.options() } : null),
+  lineColor: (key) => (lineSeries[key] ? lineSeries[key][0].options().color : null),
+  // The chart's own formatters, as it labels the crosshair and the axis.
+  crosshairLabel: (t) => chart.options().localization.timeFormatter(t),
+  tickLabel: (t, type) => chart.options().timeScale.tickMarkFormatter(t, type),
+  selectedTime: () => kbTime,
   // The value an indicator's first line has at bar time t, as drawn.
   lineValue: (key, t) => {
     const p = lineSeries[key] && lineSeries[key][0].data().find((d) => d.time === t);
@@ -119,16 +147,25 @@ let markers = null;
 const lineSeries = {}; // indicator key → [series]
 
 // Candle times are UTC bucket starts. Intraday times are shown in the
-// reader's own time zone; daily candles by their UTC date.
+// chosen zone (state.zone); daily candles, which begin at midnight New
+// York, by their New York date, which is their trading date in any zone.
 const dateOpts = { month: 'short', day: 'numeric' };
-const clockOpts = { hour: '2-digit', minute: '2-digit', hour12: false };
+const clockOpts = { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' };
 const formatters = new Map();
+const zoneTz = () => ZONES[state.zone].tz;
 function fmtWith(opts, sec) {
-  const daily = state.interval === '1d';
-  const key = JSON.stringify(opts) + daily;
-  if (!formatters.has(key)) formatters.set(key, new Intl.DateTimeFormat(undefined, daily ? { ...opts, timeZone: 'UTC' } : opts));
+  const tz = state.interval === '1d' ? EXCHANGE_TZ : zoneTz();
+  const key = JSON.stringify(opts) + (tz || '');
+  if (!formatters.has(key)) formatters.set(key, new Intl.DateTimeFormat(undefined, tz ? { ...opts, timeZone: tz } : opts));
   return formatters.get(key).format(new Date(sec * 1000));
 }
+
+// The chart reads these through new closures each time, so that applying
+// them after a change of zone redraws the axis.
+const chartTimeOptions = () => ({
+  timeScale: { tickMarkFormatter: (t, type) => fmtTick(t, type) },
+  localization: { timeFormatter: (t) => fmtBarTime(t) },
+});
 
 /** A crosshair or legend label for a bar time. */
 function fmtBarTime(sec) {
@@ -162,13 +199,14 @@ function createChart() {
       borderColor: COLORS.border,
       timeVisible: true,
       secondsVisible: false,
-      tickMarkFormatter: (t, type) => fmtTick(t, type),
+      ...chartTimeOptions().timeScale,
     },
-    localization: { timeFormatter: (t) => fmtBarTime(t) },
+    localization: chartTimeOptions().localization,
   });
 
   candles = chart.addSeries(LWC.CandlestickSeries, {
-    upColor: COLORS.up, downColor: COLORS.down, borderVisible: false,
+    upColor: COLORS.hollow, downColor: COLORS.down,
+    borderVisible: true, borderUpColor: COLORS.up, borderDownColor: COLORS.down,
     wickUpColor: COLORS.up, wickDownColor: COLORS.down,
     priceScaleId: 'right',
   });
@@ -327,6 +365,12 @@ function setAllData(rows, base = null) {
   rsiSeen = sorted.some((c) => num(c.rsi_14) != null);
   emptyEl.hidden = times.length > 0;
   updateRsiNote();
+  // A re-read (a reconnect, rewritten candles) keeps the bar chosen from
+  // the keyboard while it is still there.
+  if (kbTime != null) {
+    if (byTime.has(kbTime)) chart.setCrosshairPosition(byTime.get(kbTime).close, kbTime, candles);
+    else clearSelection();
+  }
 }
 
 // Applies one streamed candle: updates the forming bar or appends a new one.
@@ -364,7 +408,7 @@ function applyCandle(c) {
   emptyEl.hidden = true;
   chartNoteEl.hidden = true;
   if (isNew) refreshMarkers();
-  if (!crosshairActive) renderLegend(null);
+  if (!crosshairActive) renderLegend(kbTime);
 }
 
 // ---- the RSI pane's note -------------------------------------------------------------
@@ -403,11 +447,6 @@ new ResizeObserver(() => requestAnimationFrame(placeRsiNote)).observe(chartEl);
 
 // ---- markers and anomalies ---------------------------------------------------------
 
-const SHORT_KIND = {
-  price_jump: 'jump', volume_burst: 'volume', spread_blowout: 'spread',
-  band_break: 'band', vwap_deviation: 'vwap', seq_gap: 'gap', stale: 'stale',
-};
-
 const SEVERITY_RANK = { low: 1, medium: 2, high: 3 };
 const anomalyKey = (a) => `${a.kind}@${a.ts}`;
 
@@ -429,26 +468,38 @@ function refreshMarkers() {
     if (!markersByTime.has(t)) markersByTime.set(t, []);
     markersByTime.get(t).push(a);
   }
-  // One marker per bar, for its most severe anomaly ("jump +2" when the bar
-  // holds more); the tooltip lists them all.
+  // One marker per bar, so that texts never overlap: its anomaly's kind,
+  // or "3 alerts" when it holds more; the tooltip lists them all.
   const list = [];
   for (const [t, group] of [...markersByTime].sort((x, y) => x[0] - y[0])) {
     group.sort((x, y) => Date.parse(x.ts) - Date.parse(y.ts));
-    const top = group.reduce((best, a) => ((SEVERITY_RANK[a.severity] || 0) > (SEVERITY_RANK[best.severity] || 0) ? a : best));
-    const label = SHORT_KIND[top.kind] || kindLabel(top.kind);
-    list.push({
-      time: t, position: 'aboveBar', shape: 'arrowDown',
-      color: COLORS.sev[top.severity] || COLORS.sev.low,
-      text: group.length > 1 ? `${label} +${group.length - 1}` : label,
-      id: anomalyKey(top),
-    });
+    list.push(markerOf(t, group));
   }
   markers.setMarkers(list);
 }
 
+/**
+ * The marker of a bar's anomalies: an up move is an up arrow under the
+ * bar, a down move a down arrow over it, both in the candles' colours;
+ * anything else, or a bar with moves both ways, a circle in the colour of
+ * its most severe anomaly.
+ */
+function markerOf(t, group) {
+  const top = group.reduce((best, a) => ((SEVERITY_RANK[a.severity] || 0) > (SEVERITY_RANK[best.severity] || 0) ? a : best));
+  const dirs = new Set(group.map(anomalyDirection));
+  const dir = dirs.size === 1 ? [...dirs][0] : null;
+  const text = group.length > 1 ? `${group.length} alerts` : kindLabel(top.kind);
+  const base = { time: t, text, id: anomalyKey(top) };
+  if (dir === 'up') return { ...base, position: 'belowBar', shape: 'arrowUp', color: COLORS.up };
+  if (dir === 'down') return { ...base, position: 'aboveBar', shape: 'arrowDown', color: COLORS.down };
+  return { ...base, position: 'aboveBar', shape: 'circle', color: COLORS.sev[top.severity] || COLORS.sev.low };
+}
+
 function renderAnomalyList() {
   const sorted = [...anomalies].sort((x, y) => Date.parse(y.ts) - Date.parse(x.ts)).slice(0, 20);
-  symAnomaliesEl.replaceChildren(...sorted.map((a) => anomalyItem(a, { showSymbol: false, interval: state.interval, range: state.range })));
+  symAnomaliesEl.replaceChildren(...sorted.map((a) => anomalyItem(a, {
+    showSymbol: false, interval: state.interval, range: state.range, timeZone: zoneTz(),
+  })));
   symAnomaliesEmpty.hidden = sorted.length > 0;
 }
 
@@ -496,29 +547,97 @@ function renderLegend(t) {
 }
 
 function onCrosshair(param) {
+  // The chart also moves its crosshair itself when it redraws (no source
+  // event): that must not undo a bar chosen from the keyboard. A pointer
+  // takes over from the keys.
+  if (kbTime != null && param.sourceEvent == null) return;
   crosshairActive = param.time != null && param.point != null;
-  renderLegend(crosshairActive ? param.time : null);
-  const group = crosshairActive ? markersByTime.get(param.time) : null;
+  if (crosshairActive) kbTime = null;
+  renderLegend(crosshairActive ? param.time : kbTime);
+  showTip(crosshairActive ? param.time : null, param.point);
+}
+
+// Lists a bar's anomalies beside point ({x, y} in the chart), or hides the
+// list when the bar has none.
+function showTip(t, point) {
+  const group = t != null && point ? markersByTime.get(t) : null;
   if (!group) {
     tipEl.hidden = true;
     return;
   }
   tipEl.replaceChildren(...group.map((a) => el('div', { className: `tip-item sev-${a.severity}` },
     el('strong', {}, `${kindLabel(a.kind)} · ${a.severity}`), ' ',
-    el('span', { className: 'muted' }, fmtStamp(a.ts, true)),
+    el('span', { className: 'muted' }, fmtStamp(a.ts, true, zoneTz())),
     el('div', {}, a.detail || ''))));
   tipEl.hidden = false;
   // Place it beside the crosshair, kept inside the chart box.
   const box = chartEl.getBoundingClientRect();
   const w = tipEl.offsetWidth;
   const h = tipEl.offsetHeight;
-  let x = param.point.x + 16;
-  if (x + w > box.width - 8) x = Math.max(8, param.point.x - w - 16);
-  let y = param.point.y + 16;
-  if (y + h > box.height - 8) y = Math.max(8, param.point.y - h - 16);
+  let x = point.x + 16;
+  if (x + w > box.width - 8) x = Math.max(8, point.x - w - 16);
+  let y = point.y + 16;
+  if (y + h > box.height - 8) y = Math.max(8, point.y - h - 16);
   tipEl.style.left = `${x}px`;
   tipEl.style.top = `${y}px`;
 }
+
+// ---- keyboard crosshair ------------------------------------------------------------
+
+// The arrow keys step a crosshair through the bars (Home and End jump to
+// the first and last, Escape lets go); the legend, the marker list and a
+// status line for screen readers follow it.
+function selectBar(i) {
+  if (!times.length) return;
+  const idx = Math.max(0, Math.min(times.length - 1, i));
+  const t = times[idx];
+  const c = byTime.get(t);
+  kbTime = t;
+  // Keep the bar in view.
+  const ts = chart.timeScale();
+  const r = ts.getVisibleLogicalRange();
+  if (r && (idx < r.from + 1 || idx > r.to - 1)) {
+    const width = r.to - r.from;
+    const from = idx < r.from + 1 ? idx - 1 : idx - width + 1;
+    ts.setVisibleLogicalRange({ from, to: from + width });
+  }
+  chart.setCrosshairPosition(c.close, t, candles);
+  renderLegend(t);
+  const x = ts.timeToCoordinate(t);
+  const y = candles.priceToCoordinate(c.close);
+  showTip(t, x == null || y == null ? null : { x, y });
+  const alerts = markersByTime.get(t);
+  readoutEl.textContent = `${fmtBarTime(t)}: open ${fmtPrice(c.open)}, high ${fmtPrice(c.high)}, low ${fmtPrice(c.low)}, close ${fmtPrice(c.close)}, volume ${fmtVolume(c.volume)}`
+    + (alerts ? `; ${alerts.map((a) => `${kindLabel(a.kind)} (${a.severity})`).join(', ')}` : '');
+}
+
+function clearSelection() {
+  if (kbTime == null) return;
+  kbTime = null;
+  chart.clearCrosshairPosition();
+  tipEl.hidden = true;
+  readoutEl.textContent = '';
+  if (!crosshairActive) renderLegend(null);
+}
+
+chartEl.addEventListener('keydown', (ev) => {
+  if (ev.altKey || ev.ctrlKey || ev.metaKey || !chart || !times.length) return;
+  const at = kbTime == null ? times.length - 1 : times.indexOf(kbTime);
+  let next;
+  switch (ev.key) {
+    case 'ArrowLeft': next = at - 1; break;
+    case 'ArrowRight': next = at + 1; break;
+    case 'Home': next = 0; break;
+    case 'End': next = times.length - 1; break;
+    case 'Escape':
+      clearSelection();
+      return;
+    default: return;
+  }
+  ev.preventDefault();
+  selectBar(next);
+});
+chartEl.addEventListener('blur', clearSelection);
 
 // ---- trades ---------------------------------------------------------------------
 
@@ -542,7 +661,7 @@ function quoteCell(v) {
 function tradeRow(tr, prevPrice) {
   const dir = prevPrice == null || tr.price === prevPrice ? '' : tr.price > prevPrice ? 'up' : 'down';
   return el('tr', { dataset: { seq: String(tr.seq) } },
-    el('td', {}, el('time', { dateTime: tr.ts }, fmtTime(tr.ts, true))),
+    el('td', {}, el('time', { dateTime: tr.ts }, fmtTime(tr.ts, true, zoneTz()))),
     el('td', { className: `num ${dir}` }, (dir === 'up' ? '▲ ' : dir === 'down' ? '▼ ' : '') + fmtPrice(tr.price)),
     el('td', { className: 'num' }, fmtInt(tr.size)),
     quoteCell(tr.bid),
@@ -667,6 +786,49 @@ function loadIndicatorChoice() {
   }
 }
 
+function loadZoneChoice() {
+  try {
+    const v = localStorage.getItem('stockpipe.timezone');
+    return Object.hasOwn(ZONES, v) ? v : 'exchange';
+  } catch {
+    return 'exchange';
+  }
+}
+
+// The reader's own zone: its IANA name and short name now ("JST", "GMT+9").
+function localZone() {
+  const name = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local';
+  const part = new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' }).formatToParts(new Date())
+    .find((p) => p.type === 'timeZoneName');
+  return { name, abbr: part ? part.value : name };
+}
+
+// The zone's name beside the chart and over the trades' times.
+function renderZone() {
+  const z = ZONES[state.zone];
+  if (state.zone === 'local') {
+    const { name, abbr } = localZone();
+    zoneLabelEl.textContent = `Times in your time zone (${name}, ${abbr})`;
+    tradesZoneEl.textContent = `(${abbr})`;
+  } else {
+    zoneLabelEl.textContent = state.zone === 'utc' ? 'Times in UTC' : `Times in ${z.place} (${z.abbr})`;
+    tradesZoneEl.textContent = `(${z.abbr})`;
+  }
+  // Trading dates are New York's whatever the zone: say so under 1d.
+  if (state.interval === '1d') zoneLabelEl.textContent += '; daily bars by their trading date';
+  zoneSelect.value = state.zone;
+}
+
+function applyZone() {
+  renderZone();
+  if (chart) chart.applyOptions(chartTimeOptions());
+  for (const t of tradesEl.querySelectorAll('time')) t.textContent = fmtTime(t.dateTime, true, zoneTz());
+  renderAnomalyList();
+  if (kbTime != null) selectBar(times.indexOf(kbTime));
+  else if (!crosshairActive) renderLegend(null);
+  syncControls();
+}
+
 function syncControls() {
   for (const b of document.querySelectorAll('button[data-interval]')) {
     b.setAttribute('aria-pressed', String(b.dataset.interval === state.interval));
@@ -682,12 +844,13 @@ function syncControls() {
   if (state.at) {
     const t = document.getElementById('at-time');
     t.dateTime = state.at;
-    t.textContent = fmtStamp(state.at);
+    t.textContent = fmtStamp(state.at, false, zoneTz());
   }
   const q = new URLSearchParams({ interval: state.interval, range: state.range });
   if (state.at) q.set('at', state.at);
   history.replaceState(null, '', `${location.pathname}?${q}`);
   window.stockpipe.interval = state.interval;
+  renderZone();
 }
 
 function setCsvLink(from) {
@@ -727,9 +890,17 @@ for (const cb of document.querySelectorAll('input[data-ind]')) {
     try {
       localStorage.setItem('stockpipe.indicators', JSON.stringify([...state.indicators]));
     } catch { /* storage may be unavailable */ }
-    if (!crosshairActive) renderLegend(null);
+    if (!crosshairActive) renderLegend(kbTime);
   });
 }
+zoneSelect.addEventListener('change', () => {
+  if (!Object.hasOwn(ZONES, zoneSelect.value) || zoneSelect.value === state.zone) return;
+  state.zone = zoneSelect.value;
+  try {
+    localStorage.setItem('stockpipe.timezone', state.zone);
+  } catch { /* storage may be unavailable */ }
+  applyZone();
+});
 document.getElementById('fit').addEventListener('click', () => chart && chart.timeScale().fitContent());
 document.getElementById('clear-at').addEventListener('click', () => {
   state.at = '';
@@ -832,7 +1003,7 @@ async function load() {
     refreshMarkers();
     renderAnomalyList();
     position(atSec, span, ivs);
-    renderLegend(null);
+    renderLegend(kbTime);
     showError('');
     chartNoteEl.hidden = true;
   } catch (err) {
