@@ -502,3 +502,24 @@ func TestBrowserOverviewChangeSincePreviousClose(t *testing.T) {
 		t.Errorf("vs close cell classes %q, want up", cls)
 	}
 }
+
+// TestBrowserOverviewAnnouncesOnlyChanges: the status strip's numbers move
+// every second, so it is not a live region; a screen reader hears the
+// connection's state, once per change.
+func TestBrowserOverviewAnnouncesOnlyChanges(t *testing.T) {
+	f := newFixture(t)
+	ctx := browser(t)
+	navigate(t, ctx, f.srv.URL+"/")
+	until(t, ctx, "a green dot", `window.stockpipe && window.stockpipe.loaded && document.querySelector('#conn-state').dataset.state === 'live'`)
+	if eval[bool](t, ctx, `document.querySelector('#status').hasAttribute('aria-live') || document.querySelector('#status').closest('[aria-live]') !== null`) {
+		t.Error("the status strip is (inside) a live region: every second's numbers would be read out")
+	}
+	until(t, ctx, "the state announced", `document.querySelector('#announce').textContent === 'Live data: live'`)
+	// Count the region's changes while a few status events (once a second)
+	// update the strip.
+	eval[bool](t, ctx, `window.__announced = 0, new MutationObserver(() => window.__announced++).observe(document.querySelector('#announce'), {childList: true, characterData: true, subtree: true}), true`)
+	time.Sleep(2500 * time.Millisecond) // the span being checked, not a synchronisation
+	if n := eval[int](t, ctx, `window.__announced`); n != 0 {
+		t.Errorf("the live region changed %d times in 2.5 s of an unchanged connection", n)
+	}
+}

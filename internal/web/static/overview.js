@@ -606,7 +606,22 @@ function renderStrip(fresh = false) {
   if (stale && lastTickAt != null) renderTickAge((Date.now() - lastTickAt) / 1000);
 }
 
-new MutationObserver(() => renderStrip()).observe(connEl, { attributes: true, attributeFilter: ['data-state'] });
+const announceEl = document.getElementById('announce');
+let announced = '';
+
+// Only a change of state is announced: "live", "reconnecting", "database
+// down"…, never the numbers that move every second.
+function announce() {
+  const text = `Live data: ${connEl.textContent.trim()}`;
+  if (connEl.dataset.state === 'connecting' || text === announced) return;
+  announced = text;
+  announceEl.textContent = text;
+}
+
+new MutationObserver(() => {
+  renderStrip();
+  announce();
+}).observe(connEl, { attributes: true, attributeFilter: ['data-state'] });
 
 // ---- loading ------------------------------------------------------------------
 
