@@ -336,3 +336,165 @@ func hexRGB(hex string) (r, g, b uint64) {
 	b, _ = strconv.ParseUint(hex[5:7], 16, 8)
 	return r, g, b
 }
+
+// TestBrowserSymbolSwitcher: the head's "Go to symbol" box lists the
+// symbols with data; a lower-case ticker typed and entered opens its chart
+// with the interval and range kept; a malformed or unknown one is answered
+// beside the box and the page stays.
+func TestBrowserSymbolSwitcher(t *testing.T) {
+	f := newFixture(t)
+	b := &store.Batch{Group: "g", Topic: "ticks"}
+	var seq int64
+	for m := range 3 {
+		b.Candles = append(b.Candles, msftCandle(day.Add(time.Duration(m)*time.Minute), m, &seq, &b.Ticks))
+	}
+	f.commit(t, b)
+
+	ctx := browser(t)
+	navigate(t, ctx, f.srv.URL+"/symbol/AAPL?interval=5m&range=5d")
+	until(t, ctx, "the page and the symbol list", `window.stockpipe && window.stockpipe.loaded && window.stockpipe.symbols().length === 2 && document.querySelectorAll('#goto-symbols option').length === 2`)
+	if got := eval[string](t, ctx, `document.querySelector('label[for="goto-input"]').textContent`); got != "Go to symbol" {
+		t.Errorf("the switcher is labelled %q", got)
+	}
+	if got := eval[[]string](t, ctx, `[...document.querySelectorAll('#goto-symbols option')].map((o) => o.value)`); fmt.Sprint(got) != "[AAPL MSFT]" {
+		t.Errorf("the switcher lists %q, want [AAPL MSFT]", got)
+	}
+
+	enter := func(text string) {
+		t.Helper()
+		eval[bool](t, ctx, `(() => { document.querySelector('#goto-input').value = ''; return true; })()`)
+		if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS(`#goto-input`), text+kb.Enter)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, bad := range []struct{ text, msg string }{{"1ab", "not a ticker"}, {"zzzz", "No data for ZZZZ"}} {
+		enter(bad.text)
+		until(t, ctx, "the complaint about "+bad.text, `document.querySelector('#goto-msg').textContent.includes(`+strconv.Quote(bad.msg)+`)`)
+		if got := eval[string](t, ctx, `location.pathname`); got != "/symbol/AAPL" {
+			t.Fatalf("after entering %q the page is %s", bad.text, got)
+		}
+		if got := eval[string](t, ctx, `document.querySelector('#goto-input').getAttribute('aria-invalid')`); got != "true" {
+			t.Errorf("after entering %q the box is not marked invalid (%q)", bad.text, got)
+		}
+	}
+	shots(t, ctx, "symbol-switcher-unknown")
+
+	enter("msft")
+	// The page goes away under a poll: wait for the new document instead.
+	if err := chromedp.Do(ctx, chromedp.WaitReady(chromedp.CSS(`body[data-symbol="MSFT"]`))); err != nil {
+		t.Fatalf("waiting for MSFT's page: %v", err)
+	}
+	until(t, ctx, "MSFT's page", `location.pathname === '/symbol/MSFT'`)
+	until(t, ctx, "MSFT's chart", `window.stockpipe && window.stockpipe.loaded && document.body.dataset.symbol === 'MSFT'`)
+	q := eval[map[string]string](t, ctx, `Object.fromEntries(new URLSearchParams(location.search))`)
+	if q["interval"] != "5m" || q["range"] != "5d" {
+		t.Errorf("MSFT opened with %v, want interval 5m and range 5d kept", q)
+	}
+	if !eval[bool](t, ctx, `document.querySelector('button[data-interval="5m"]').getAttribute('aria-pressed') === 'true' && document.querySelector('button[data-range="5d"]').getAttribute('aria-pressed') === 'true'`) {
+		t.Error("MSFT's page does not show 5m and 5d chosen")
+	}
+}
+
+// TestBrowserSymbolFormingOnlyWhileOpen: the fixture's newest 1m candle
+// (09:32 New York on 2 November 2026) was never finalised, but its minute
+// ended long ago: the legend must not call it forming. A candle whose
+// minute is still running is.
+func TestBrowserSymbolFormingOnlyWhileOpen(t *testing.T) {
+	f := newFixture(t)
+	ctx := browser(t)
+	navigate(t, ctx, f.srv.URL+"/symbol/AAPL?interval=1m&range=all")
+	until(t, ctx, "the last bar's close", `window.stockpipe && window.stockpipe.loaded && window.stockpipe.candleCount() === 3 && `+legendC+` === 'C 100.25'`)
+	if last := eval[map[string]any](t, ctx, `window.stockpipe.lastCandle()`); last["final"] != false {
+		t.Fatalf("the fixture's last candle is %v, want one not final", last)
+	}
+	if got := eval[string](t, ctx, `document.querySelector('#legend .lg-time').textContent`); strings.Contains(got, "forming") {
+		t.Errorf("the legend shows the unfinished 09:32 candle of 2026-11-02, whose minute closed long ago, as %q", got)
+	}
+
+	// A candle of the current minute, not final: forming.
+	now := time.Now().UTC().Truncate(time.Minute)
+	f.commit(t, &store.Batch{Group: "g", Topic: "ticks", Candles: []analytics.CandleRow{{Symbol: "AAPL", Interval: "1m", Candle: candle.Candle{
+		Bucket: now, Open: 100, High: 100, Low: 100, Close: 100, Volume: 100, Turnover: 10000, Trades: 1}}}})
+	navigate(t, ctx, f.srv.URL+"/symbol/AAPL?interval=1m&range=all")
+	until(t, ctx, "the current minute's candle", `window.stockpipe && window.stockpipe.loaded && window.stockpipe.lastCandle() && window.stockpipe.lastCandle().time === `+strconv.FormatInt(now.Unix(), 10))
+	// Its minute may end meanwhile; then the legend rightly drops the word.
+	if time.Since(now) < 50*time.Second {
+		if got := eval[string](t, ctx, `document.querySelector('#legend .lg-time').textContent`); !strings.Contains(got, "(forming)") {
+			t.Errorf("the legend does not call the current minute's candle forming: %q", got)
+		}
+	}
+}
+
+// TestBrowserSymbolTradesPause loads the pipeline with live trades: while
+// the trades table is paused its first row stays put and the button counts
+// the trades held; resuming shows them.
+func TestBrowserSymbolTradesPause(t *testing.T) {
+	p := startPipelineWith(t, nil)
+	ctx := browser(t)
+	navigate(t, ctx, p.baseURL+"/symbol/AAPL?interval=1m&range=1h")
+	until(t, ctx, "the trades", `window.stockpipe && window.stockpipe.loaded && document.querySelectorAll('#trades tr').length > 0`)
+
+	lctx, stop := context.WithCancel(context.Background())
+	done := p.load(t, lctx, 300)
+	t.Cleanup(func() { stop(); <-done })
+	first := eval[int64](t, ctx, `window.stockpipe.firstTradeSeq()`)
+	until(t, ctx, "live trades in the table", `window.stockpipe.firstTradeSeq() !== `+strconv.FormatInt(first, 10))
+
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#trades-pause`))); err != nil {
+		t.Fatal(err)
+	}
+	until(t, ctx, "the pause", `document.querySelector('#trades-pause').getAttribute('aria-pressed') === 'true'`)
+	paused := eval[int64](t, ctx, `window.stockpipe.firstTradeSeq()`)
+	pausedRow := eval[string](t, ctx, `document.querySelector('#trades tr').textContent`)
+	// Trades keep arriving while the table holds still: each check waits
+	// for more to be held, then looks at the first row.
+	held := 0
+	for i := range 3 {
+		until(t, ctx, fmt.Sprintf("more trades held (%d)", i), `window.stockpipe.tradesHeld() > `+strconv.Itoa(held))
+		held = eval[int](t, ctx, `window.stockpipe.tradesHeld()`)
+		if got := eval[string](t, ctx, `document.querySelector('#trades tr').textContent`); got != pausedRow {
+			t.Fatalf("paused, the first row changed from %q to %q", pausedRow, got)
+		}
+		if got := eval[int64](t, ctx, `window.stockpipe.firstTradeSeq()`); got != paused {
+			t.Fatalf("paused, the first row's seq changed from %d to %d", paused, got)
+		}
+	}
+	until(t, ctx, "the count on the button", `/\b[\d,]+ new$/.test(document.querySelector('#trades-pause').textContent.trim())`)
+	shots(t, ctx, "symbol-trades-paused")
+
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#trades-pause`))); err != nil {
+		t.Fatal(err)
+	}
+	until(t, ctx, "the resumed table", `document.querySelector('#trades-pause').getAttribute('aria-pressed') === 'false' && window.stockpipe.firstTradeSeq() > `+strconv.FormatInt(paused, 10))
+	if got := eval[string](t, ctx, `document.querySelector('#trades-new').textContent`); got != "" {
+		t.Errorf("after resuming the button still counts %q", got)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll('#trades tr').length`); n > 50 {
+		t.Errorf("the table holds %d rows after resuming, more than 50", n)
+	}
+}
+
+// TestBrowserSymbolLoneDailyCandle: one daily candle, fitted to the chart,
+// is drawn at a candle's width, not spread over the chart.
+func TestBrowserSymbolLoneDailyCandle(t *testing.T) {
+	f := newFixture(t)
+	f.commit(t, &store.Batch{Group: "g", Topic: "ticks", Candles: []analytics.CandleRow{{Symbol: "AAPL", Interval: "1d", Candle: candle.Candle{
+		Bucket: time.Date(2026, 11, 2, 0, 0, 0, 0, newYork), Open: 100, High: 102, Low: 99.5, Close: 100.25, Volume: 1000, Turnover: 100400, Trades: 10, Final: true}}}})
+	ctx := browser(t)
+	navigate(t, ctx, f.srv.URL+"/symbol/AAPL?interval=1d&range=all")
+	until(t, ctx, "the 1d bar", `window.stockpipe && window.stockpipe.loaded && window.stockpipe.candleCount() === 1 && window.stockpipe.barSpacing() > 0`)
+	if w := eval[float64](t, ctx, `document.querySelector('#chart').getBoundingClientRect().width`); w < 400 {
+		t.Fatalf("the chart is %v px wide, too narrow for the test to mean anything", w)
+	}
+	if s := eval[float64](t, ctx, `window.stockpipe.barSpacing()`); s > 60 {
+		t.Errorf("the lone daily candle is spaced %.0f px, want at most 60", s)
+	}
+	// Reset zoom fits again: still capped.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#fit`))); err != nil {
+		t.Fatal(err)
+	}
+	if s := eval[float64](t, ctx, `window.stockpipe.barSpacing()`); s > 60 {
+		t.Errorf("after Reset zoom the lone daily candle is spaced %.0f px, want at most 60", s)
+	}
+	shots(t, ctx, "symbol-lone-daily")
+}

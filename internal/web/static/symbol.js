@@ -16,6 +16,7 @@ const RANGES = { '1h': 3600, '1d': 86400, '5d': 5 * 86400, all: null };
 const MAX_CANDLES = 10000;
 const MAX_TRADES = 50;
 const MAX_ANOMALIES = 100;
+const MAX_BAR_SPACING = 40; // px
 // The RSI(14) of a candle needs the change over the 14 before it.
 const RSI_NEEDS = 15;
 
@@ -132,6 +133,16 @@ window.stockpipe = {
     const r = e.getBoundingClientRect();
     return { top: r.top, bottom: r.bottom, left: r.left, right: r.right };
   },
+  // The drawn distance between bars: the chart's width over the bars it shows.
+  barSpacing: () => {
+    const ts = chart && chart.timeScale();
+    const r = ts && ts.getVisibleLogicalRange();
+    return r && r.to > r.from ? ts.width() / (r.to - r.from) : null;
+  },
+  tradesPaused: () => tradePause.paused,
+  tradesHeld: () => tradePause.count,
+  firstTradeSeq: () => (tradesEl.firstElementChild ? Number(tradesEl.firstElementChild.dataset.seq) : null),
+  symbols: () => [...knownSymbols],
   interval: state.interval,
   loaded: false,
 };
@@ -199,6 +210,9 @@ function createChart() {
       borderColor: COLORS.border,
       timeVisible: true,
       secondsVisible: false,
+      // fitContent spreads a handful of bars over the whole width: one
+      // daily candle became a slab hundreds of pixels wide.
+      maxBarSpacing: MAX_BAR_SPACING,
       ...chartTimeOptions().timeScale,
     },
     localization: chartTimeOptions().localization,
@@ -520,8 +534,36 @@ function legendItem(label, value, cls) {
   return el('span', { className: `lg-item${cls ? ` ${cls}` : ''}` }, el('span', { className: 'lg-label' }, label), ' ', value);
 }
 
+// The end of a candle's window in unix seconds: 1d candles end at the next
+// New York midnight (23 or 25 hours on the days the clocks change), the
+// others one interval after their start.
+function bucketEnd(c) {
+  if (state.interval === '1d') return nyMidnight(c.t + 26 * 3600);
+  return c.t + INTERVALS[state.interval];
+}
+
+// A candle is forming only while trades can still reach it: a bar the
+// processor never finalised because its symbol fell silent is as complete
+// as it will get once its window has passed.
+function isForming(c) {
+  return c.final === false && Date.now() < bucketEnd(c) * 1000;
+}
+
+// Redraws the legend when the forming bar it shows closes, since no
+// stream event may come to do it.
+let formingTimer = 0;
+function watchForming(c) {
+  clearTimeout(formingTimer);
+  if (!isForming(c)) return;
+  const ms = bucketEnd(c) * 1000 - Date.now() + 50;
+  formingTimer = setTimeout(() => {
+    if (!crosshairActive) renderLegend(kbTime);
+  }, Math.min(ms, 2 ** 31 - 1));
+}
+
 function renderLegend(t) {
   const c = byTime.get(t ?? times[times.length - 1]);
+  clearTimeout(formingTimer);
   if (!c) {
     legendEl.replaceChildren(el('span', { className: 'lg-title' }, `${symbol} · ${state.interval}`));
     return;
@@ -529,7 +571,7 @@ function renderLegend(t) {
   const dir = c.close >= c.open ? 'up' : 'down';
   const parts = [
     el('span', { className: 'lg-title' }, `${symbol} · ${state.interval}`),
-    el('span', { className: 'lg-time' }, fmtBarTime(c.t) + (c.final === false ? ' (forming)' : '')),
+    el('span', { className: 'lg-time' }, fmtBarTime(c.t) + (isForming(c) ? ' (forming)' : '')),
     legendItem('O', fmtPrice(c.open)), legendItem('H', fmtPrice(c.high)),
     legendItem('L', fmtPrice(c.low)), legendItem('C', fmtPrice(c.close), dir),
     legendItem('V', fmtVolume(c.volume)),
@@ -543,6 +585,7 @@ function renderLegend(t) {
     ind.push(legendItem(def.label, vals, `ind-${key}`));
   }
   ind.push(legendItem('RSI 14', fmtDec1(num(c.rsi_14)), 'ind-rsi'));
+  watchForming(c);
   legendEl.replaceChildren(el('div', { className: 'lg-row' }, ...parts), el('div', { className: 'lg-row' }, ...ind));
 }
 
@@ -686,10 +729,45 @@ function addTrades(list) {
   newestTrade = { ms: Date.parse(fresh[0].ts), seq: fresh[0].seq };
 }
 
+// While paused the table stands still so that a row can be read or
+// copied; trades that arrive are held (newest first, no more than the
+// table shows, since older ones would scroll off on resuming anyway) and
+// counted on the button.
+const tradePause = { paused: false, held: [], count: 0, newest: null };
+const pauseBtn = document.getElementById('trades-pause');
+const pauseCountEl = document.getElementById('trades-new');
+
+function holdTrades(list) {
+  const fresh = list.filter((tr) => isNewer(tr, tradePause.newest ?? newestTrade));
+  if (!fresh.length) return;
+  tradePause.held = [...fresh, ...tradePause.held].slice(0, MAX_TRADES);
+  tradePause.newest = { ms: Date.parse(fresh[0].ts), seq: fresh[0].seq };
+  tradePause.count += fresh.length;
+  renderPause();
+}
+
+function renderPause() {
+  pauseBtn.setAttribute('aria-pressed', String(tradePause.paused));
+  pauseCountEl.textContent = tradePause.paused && tradePause.count ? `${fmtInt(tradePause.count)} new` : '';
+  pauseBtn.title = tradePause.paused ? 'Resume the live trades' : 'Stop the table from changing';
+}
+
+pauseBtn.addEventListener('click', () => {
+  tradePause.paused = !tradePause.paused;
+  if (!tradePause.paused) {
+    const held = tradePause.held;
+    Object.assign(tradePause, { held: [], count: 0, newest: null });
+    addTrades(held);
+  }
+  renderPause();
+});
+
 function applyTick(ev) {
   if (ev.symbol !== symbol) return;
   setLast(ev.price, ev.ts);
-  if (Array.isArray(ev.trades)) addTrades(ev.trades);
+  if (!Array.isArray(ev.trades)) return;
+  if (tradePause.paused) holdTrades(ev.trades);
+  else addTrades(ev.trades);
 }
 
 async function loadTrades() {
@@ -697,6 +775,12 @@ async function loadTrades() {
   try {
     const res = await fetchJSON(`/api/ticks?symbol=${encodeURIComponent(symbol)}&limit=${MAX_TRADES}`);
     const list = (res && res.ticks) || [];
+    if (tradePause.paused) {
+      // A re-read after a reconnect: what it brings waits with the rest.
+      holdTrades(list);
+      if (list.length) setLast(list[0].price, list[0].ts);
+      return;
+    }
     tradesEl.replaceChildren();
     newestTrade = null;
     addTrades(list);
@@ -908,6 +992,67 @@ document.getElementById('clear-at').addEventListener('click', () => {
   load();
 });
 
+// ---- the symbol switcher ---------------------------------------------------------------
+
+// Tickers as the server accepts them (market.ValidSymbol).
+const TICKER = /^[A-Z][A-Z0-9.-]{0,11}$/;
+const gotoForm = document.getElementById('goto');
+const gotoInput = document.getElementById('goto-input');
+const gotoMsg = document.getElementById('goto-msg');
+const gotoList = document.getElementById('goto-symbols');
+// The symbols with data, from /api/symbols; empty until (or unless) it answers.
+let knownSymbols = new Set();
+
+async function loadSymbols() {
+  const list = await fetchJSON('/api/symbols');
+  const names = Array.isArray(list) ? list.map((q) => q.symbol).filter((x) => typeof x === 'string') : [];
+  knownSymbols = new Set(names);
+  gotoList.replaceChildren(...names.map((n) => el('option', { value: n })));
+}
+
+function gotoSay(msg) {
+  gotoMsg.textContent = msg;
+  if (msg) gotoInput.setAttribute('aria-invalid', 'true');
+  else gotoInput.removeAttribute('aria-invalid');
+}
+
+// Opens another symbol's chart at the interval and range shown here (not
+// `at`, a moment chosen on this symbol's chart).
+function gotoSymbol(raw) {
+  const sym = raw.trim().toUpperCase();
+  if (!sym) {
+    gotoSay('Type a ticker.');
+    return;
+  }
+  if (!TICKER.test(sym)) {
+    gotoSay(`“${raw.trim()}” is not a ticker.`);
+    return;
+  }
+  // Without the list (it failed to load) any well-formed ticker may go:
+  // its page says so if it has no data.
+  if (knownSymbols.size && !knownSymbols.has(sym)) {
+    gotoSay(`No data for ${sym}.`);
+    return;
+  }
+  gotoSay('');
+  if (sym === symbol) return;
+  const q = new URLSearchParams({ interval: state.interval, range: state.range });
+  location.assign(`/symbol/${encodeURIComponent(sym)}?${q}`);
+}
+
+gotoForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  gotoSymbol(gotoInput.value);
+});
+gotoInput.addEventListener('input', (ev) => {
+  // A pick from the list arrives as an input event that is not typing
+  // (Chromium marks it insertReplacementText; some browsers send a plain
+  // Event): go at once. Typing only clears an earlier complaint.
+  const picked = !(ev instanceof InputEvent) || ev.inputType === 'insertReplacementText';
+  if (picked && knownSymbols.has(gotoInput.value.trim().toUpperCase())) gotoSymbol(gotoInput.value);
+  else if (gotoMsg.textContent) gotoSay('');
+});
+
 // ---- loading -----------------------------------------------------------------------------
 
 // A gate holds stream events while a fetch is in flight and applies them,
@@ -1090,4 +1235,5 @@ loadTrades().catch((err) => {
 loadQuote().catch((err) => {
   if (err.status !== 404) console.warn('quote', err);
 });
+loadSymbols().catch((err) => console.warn('symbols', err));
 load();
