@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	_ "time/tzdata" // the CSV's tz works on hosts without a zone database
 
 	"github.com/stockpipe/stockpipe/internal/market"
 	"github.com/stockpipe/stockpipe/internal/store"
@@ -138,6 +139,18 @@ func (s *Server) apiCandles(w http.ResponseWriter, r *http.Request) {
 	if err == nil && format != "" && format != "json" && format != "csv" {
 		err = &badParam{"format " + strconv.Quote(format) + " must be json or csv"}
 	}
+	// The CSV's times: UTC unless the page asks for the zone its reader
+	// chose (each time carries its offset either way).
+	loc := time.UTC
+	if tz := r.URL.Query().Get("tz"); err == nil && tz != "" {
+		if format != "csv" {
+			err = &badParam{"tz is for format=csv; the JSON gives Unix seconds and UTC times"}
+		} else if l, lerr := time.LoadLocation(tz); lerr != nil || tz == "Local" {
+			err = &badParam{"tz " + strconv.Quote(tz) + " is not an IANA time zone (America/New_York, Europe/London, UTC)"}
+		} else {
+			loc = l
+		}
+	}
 	if err == nil {
 		q.From, err = timeParam(r, "from")
 	}
@@ -164,10 +177,10 @@ func (s *Server) apiCandles(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		roundCandles(candles)
-		if link := nextLink(r.URL.Path, format, q, candles, more); link != "" {
+		if link := nextLink(r.URL.Path, format, r.URL.Query().Get("tz"), q, candles, more); link != "" {
 			w.Header().Set("Link", link)
 		}
-		writeCandlesCSV(w, q, candles)
+		writeCandlesCSV(w, q, candles, loc)
 		return
 	}
 	key := fmt.Sprintf("%s|%s|%d|%d|%d", q.Symbol, q.Interval, q.From.UnixNano(), q.To.UnixNano(), q.Limit)
@@ -185,7 +198,7 @@ func (s *Server) apiCandles(w http.ResponseWriter, r *http.Request) {
 			Interval string         `json:"interval"`
 			Candles  []store.Candle `json:"candles"`
 		}{q.Symbol, q.Interval, candles})
-		return cachedAnswer{body: body, link: nextLink(r.URL.Path, format, q, candles, more)}, err
+		return cachedAnswer{body: body, link: nextLink(r.URL.Path, format, "", q, candles, more)}, err
 	})
 	if err != nil {
 		s.fail(w, r, err)
@@ -208,7 +221,7 @@ func (s *Server) apiCandles(w http.ResponseWriter, r *http.Request) {
 // parsed query, not the request's own parameters, because the JSON answer
 // with it is cached and shared by every request asking the same. The body
 // keeps its shape: clients that do not page see no change.
-func nextLink(path, format string, q store.CandleQuery, candles []store.Candle, more bool) string {
+func nextLink(path, format, tz string, q store.CandleQuery, candles []store.Candle, more bool) string {
 	if !more || len(candles) == 0 {
 		return ""
 	}
@@ -218,6 +231,9 @@ func nextLink(path, format string, q store.CandleQuery, candles []store.Candle, 
 	v.Set("limit", strconv.Itoa(q.Limit))
 	if format == "csv" {
 		v.Set("format", "csv")
+		if tz != "" {
+			v.Set("tz", tz)
+		}
 	}
 	if q.Forward() {
 		v.Set("from", candles[len(candles)-1].Bucket.Add(time.Second).Format(time.RFC3339Nano))
@@ -230,7 +246,7 @@ func nextLink(path, format string, q store.CandleQuery, candles []store.Candle, 
 	return "<" + path + "?" + v.Encode() + `>; rel="next"`
 }
 
-func writeCandlesCSV(w http.ResponseWriter, q store.CandleQuery, candles []store.Candle) {
+func writeCandlesCSV(w http.ResponseWriter, q store.CandleQuery, candles []store.Candle, loc *time.Location) {
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+q.Symbol+"-"+q.Interval+`.csv"`)
 	cw := csv.NewWriter(w)
@@ -243,7 +259,7 @@ func writeCandlesCSV(w http.ResponseWriter, q store.CandleQuery, candles []store
 		return f(*v)
 	}
 	for _, c := range candles {
-		_ = cw.Write([]string{c.Bucket.Format(time.RFC3339), f(c.Open), f(c.High), f(c.Low), f(c.Close),
+		_ = cw.Write([]string{c.Bucket.In(loc).Format(time.RFC3339), f(c.Open), f(c.High), f(c.Low), f(c.Close),
 			strconv.FormatInt(c.Volume, 10), opt(c.VWAP), strconv.FormatInt(c.Trades, 10),
 			opt(c.SMA5), opt(c.SMA20), opt(c.EMA12), opt(c.EMA26), opt(c.BBUpper), opt(c.BBLower), opt(c.RSI14),
 			strconv.FormatBool(c.Final)})

@@ -216,6 +216,39 @@ func TestCandles(t *testing.T) {
 	}
 }
 
+// TestCandlesCSVInAZone: with tz the CSV gives each bucket in that zone
+// with its offset (the same moments as the UTC default), its next page
+// keeps the zone, and a zone that is not one is a 400 naming the fix.
+func TestCandlesCSVInAZone(t *testing.T) {
+	f := newFixture(t)
+	code, _, body := f.get(t, "/api/candles?symbol=AAPL&format=csv&tz=America/New_York&limit=2")
+	lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+	// The newest two: 14:31Z and 14:32Z, 09:31 and 09:32 in New York.
+	if code != 200 || len(lines) != 3 || !strings.HasPrefix(lines[1], "2026-11-02T09:31:00-05:00,100.5,102,") ||
+		!strings.HasPrefix(lines[2], "2026-11-02T09:32:00-05:00,") {
+		t.Fatalf("csv in New York time: %d %q", code, body)
+	}
+	for _, l := range lines[1:] {
+		ts, err := time.Parse(time.RFC3339, strings.SplitN(l, ",", 2)[0])
+		if err != nil || ts.Before(day) || !strings.Contains(l, "-05:00,") {
+			t.Errorf("row %q: not a New York time with its offset at or after %s (%v)", l, day, err)
+		}
+	}
+	_, hdr, _ := f.get(t, "/api/candles?symbol=AAPL&format=csv&tz=America/New_York&limit=1")
+	if link := hdr.Get("Link"); !strings.Contains(link, "tz=America%2FNew_York") {
+		t.Errorf("next page %q loses the zone", link)
+	}
+	for _, bad := range []string{"Mars/Olympus", "Local"} {
+		code, _, body := f.get(t, "/api/candles?symbol=AAPL&format=csv&tz="+url.QueryEscape(bad))
+		if code != 400 || !strings.Contains(string(body), "IANA time zone") {
+			t.Errorf("tz=%s: %d %s, want 400 naming IANA zones", bad, code, body)
+		}
+	}
+	if code, _, body := f.get(t, "/api/candles?symbol=AAPL&tz=UTC"); code != 400 {
+		t.Errorf("tz on JSON: %d %s, want 400", code, body)
+	}
+}
+
 func TestTicksAndAnomalies(t *testing.T) {
 	f := newFixture(t)
 	var ticks struct{ Ticks []store.Trade }

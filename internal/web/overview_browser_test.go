@@ -477,6 +477,18 @@ func TestBrowserOverviewAnomalyFilters(t *testing.T) {
 	}})
 	check("the live anomalies", "high:price_jump high:volume_burst medium:band_break medium:spread_blowout medium:volume_burst", "13 low hidden")
 	screenshot(t, ctx, "overview-anomaly-filters")
+
+	// One symbol's alerts: MSFT's appears in the symbol filter as it
+	// arrives, and choosing it hides AAPL's.
+	f.commit(t, &store.Batch{Group: "g", Topic: "ticks", Anomalies: []anomaly.Anomaly{
+		{Symbol: "MSFT", TS: day.Add(32 * time.Second), Kind: "price_jump", Severity: anomaly.SeverityMedium, Value: 5, Threshold: 4, Detail: "msft"},
+	}})
+	until(t, ctx, "MSFT in the symbol filter", `[...document.querySelectorAll('#sym-filter option')].map((o) => o.value).join(' ') === ' AAPL MSFT'`)
+	selectValue("#sym-filter", "MSFT")
+	check("MSFT only", "medium:price_jump", "13 low, 3 medium, 2 high hidden")
+	if got := eval[string](t, ctx, `[...document.querySelectorAll('#anomalies li')].filter((li) => !li.hidden).map((li) => li.dataset.symbol).join(' ')`); got != "MSFT" {
+		t.Errorf("with the MSFT filter the feed lists %q", got)
+	}
 }
 
 // TestBrowserOverviewChangeSincePreviousClose: beside the change since the

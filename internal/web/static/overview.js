@@ -510,23 +510,26 @@ function drawSpark(row) {
 // rest. What the filters hide is counted beside them.
 const sevFilter = document.getElementById('sev-filter');
 const kindFilter = document.getElementById('kind-filter');
+const symFilter = document.getElementById('sym-filter');
 const hiddenNote = document.getElementById('anomalies-hidden');
 const SEV_RANK = { low: 0, medium: 1, high: 2 };
 const SEVERITIES = ['low', 'medium', 'high'];
 
 function shownAnomaly(li) {
   return SEV_RANK[li.dataset.severity] >= SEV_RANK[sevFilter.value]
-    && (!kindFilter.value || li.dataset.kind === kindFilter.value);
+    && (!kindFilter.value || li.dataset.kind === kindFilter.value)
+    && (!symFilter.value || li.dataset.symbol === symFilter.value);
 }
 
-function noteKind(kind) {
-  if (!kind) return;
+// Adds value to a filter's options, in order, the first time it is seen.
+function noteOption(select, value, label) {
+  if (!value) return;
   let before = null;
-  for (const o of kindFilter.options) {
-    if (o.value === kind) return;
-    if (o.value && o.value > kind && !before) before = o;
+  for (const o of select.options) {
+    if (o.value === value) return;
+    if (o.value && o.value > value && !before) before = o;
   }
-  kindFilter.insertBefore(el('option', { value: kind }, kindLabel(kind)), before);
+  select.insertBefore(el('option', { value }, label), before);
 }
 
 function filterFeed() {
@@ -542,6 +545,7 @@ function filterFeed() {
 
 sevFilter.addEventListener('change', filterFeed);
 kindFilter.addEventListener('change', filterFeed);
+symFilter.addEventListener('change', filterFeed);
 
 function addAnomaly(a, atTop, refilter = true) {
   // The first load and the stream can both bring the same anomaly.
@@ -549,7 +553,8 @@ function addAnomaly(a, atTop, refilter = true) {
     if (li.dataset.symbol === a.symbol && li.dataset.kind === a.kind && li.dataset.ts === a.ts) return;
   }
   const li = anomalyItem(a);
-  noteKind(li.dataset.kind);
+  noteOption(kindFilter, li.dataset.kind, kindLabel(li.dataset.kind));
+  noteOption(symFilter, li.dataset.symbol, li.dataset.symbol);
   if (atTop) feed.prepend(li);
   else feed.append(li);
   while (feed.children.length > MAX_ANOMALIES) feed.lastElementChild.remove();

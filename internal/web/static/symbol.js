@@ -591,9 +591,10 @@ function renderLegend(t) {
 
 function onCrosshair(param) {
   // The chart also moves its crosshair itself when it redraws (no source
-  // event): that must not undo a bar chosen from the keyboard. A pointer
-  // takes over from the keys.
-  if (kbTime != null && param.sourceEvent == null) return;
+  // event), and reports a pointer off the bars (outside the chart, or on
+  // its empty space): none of these may undo a bar chosen from the
+  // keyboard. A pointer on a bar takes over.
+  if (kbTime != null && (param.sourceEvent == null || param.point == null || param.time == null)) return;
   crosshairActive = param.time != null && param.point != null;
   if (crosshairActive) kbTime = null;
   renderLegend(crosshairActive ? param.time : kbTime);
@@ -646,9 +647,22 @@ function selectBar(i) {
   }
   chart.setCrosshairPosition(c.close, t, candles);
   renderLegend(t);
-  const x = ts.timeToCoordinate(t);
-  const y = candles.priceToCoordinate(c.close);
-  showTip(t, x == null || y == null ? null : { x, y });
+  // A bar scrolled into view has no coordinate until the chart has drawn
+  // the new range (a frame or more later on a busy machine).
+  // Until then the list stays as it is rather than blinking out.
+  let frames = 60;
+  const place = () => {
+    if (kbTime !== t) return;
+    const x = ts.timeToCoordinate(t);
+    const y = candles.priceToCoordinate(c.close);
+    if (x == null || y == null) {
+      if (!markersByTime.has(t)) showTip(null, null);
+      else if (frames-- > 0) requestAnimationFrame(place);
+      return;
+    }
+    showTip(t, { x, y });
+  };
+  place();
   const alerts = markersByTime.get(t);
   readoutEl.textContent = `${fmtBarTime(t)}: open ${fmtPrice(c.open)}, high ${fmtPrice(c.high)}, low ${fmtPrice(c.low)}, close ${fmtPrice(c.close)}, volume ${fmtVolume(c.volume)}`
     + (alerts ? `; ${alerts.map((a) => `${kindLabel(a.kind)} (${a.severity})`).join(', ')}` : '');
@@ -905,6 +919,7 @@ function renderZone() {
 
 function applyZone() {
   renderZone();
+  setCsvLink();
   if (chart) chart.applyOptions(chartTimeOptions());
   for (const t of tradesEl.querySelectorAll('time')) t.textContent = fmtTime(t.dateTime, true, zoneTz());
   renderAnomalyList();
@@ -937,9 +952,13 @@ function syncControls() {
   renderZone();
 }
 
-function setCsvLink(from) {
+// The CSV's times are in the zone the page shows, each with its offset.
+// A zone change keeps the range last loaded (state.csvFrom).
+function setCsvLink(from = state.csvFrom) {
+  state.csvFrom = from;
   const q = new URLSearchParams({ symbol, interval: state.interval, limit: String(MAX_CANDLES), format: 'csv' });
   if (from != null) q.set('from', isoFromUnix(from));
+  q.set('tz', zoneTz() || Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC');
   csvLink.href = `/api/candles?${q}`;
   csvLink.download = `${symbol}-${state.interval}.csv`;
 }
