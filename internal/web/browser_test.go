@@ -167,6 +167,10 @@ func browser(t *testing.T) context.Context {
 		// This machine has no network beyond loopback; keep Chromium from trying.
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+		// Headless Chromium reports a light system theme; the tests of
+		// colours are written for the dark one, which the theme tests
+		// switch away from themselves.
+		chromedp.Flag("force-dark-mode", true),
 	)
 	t.Cleanup(cancel)
 	ctx, cancel2 := chromedp.NewContext(actx)

@@ -1,6 +1,25 @@
 // Shared helpers for the dashboard pages: JSON fetching, the live event
 // stream, and number/time formatting.
 
+// ---- colour theme ----------------------------------------------------------
+
+/**
+ * The value of the CSS custom property name (say "--chart-bg") in the
+ * colour theme in effect, as app.css writes it, or fallback when unset.
+ */
+export function cssVar(name, fallback = '') {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
+}
+
+/**
+ * Calls fn(theme) after the colour theme changes ("light" or "dark"), by
+ * the header's switch, another tab or the system. Colours drawn by a
+ * script (canvas charts) must be read again then; CSS follows by itself.
+ */
+export function onThemeChange(fn) {
+  document.addEventListener('stockpipe:theme', (ev) => fn(ev.detail && ev.detail.theme));
+}
+
 /** An Error carrying the HTTP status of a failed API call (0: no response). */
 export class APIError extends Error {
   constructor(message, status) {

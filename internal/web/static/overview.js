@@ -9,6 +9,7 @@
 const {
   fetchJSON, openStream, showError, el, anomalyItem,
   fmtPrice, fmtChange, fmtVolume, fmtAge, fmtInt, fmtDec1, fmtStamp, direction, kindLabel,
+  cssVar, onThemeChange,
 } = await import(`./common.js${new URL(import.meta.url).search}`);
 
 const MAX_ANOMALIES = 100;
@@ -461,13 +462,19 @@ function drawSparks() {
 }
 
 // The sparkline takes the colour of the change cells beside it, read from
-// the stylesheet so that the two cannot drift apart.
-const rootStyle = getComputedStyle(document.documentElement);
-const SPARK_COLOURS = {
-  up: rootStyle.getPropertyValue('--up').trim() || '#3fb950',
-  down: rootStyle.getPropertyValue('--down').trim() || '#ff7b72',
-  flat: rootStyle.getPropertyValue('--muted').trim() || '#9ea7b3',
-};
+// the stylesheet so that the two cannot drift apart, and again when the
+// theme changes (a canvas does not follow CSS by itself).
+const SPARK_COLOURS = {};
+function readSparkColours() {
+  SPARK_COLOURS.up = cssVar('--up', '#3fb950');
+  SPARK_COLOURS.down = cssVar('--down', '#ff7b72');
+  SPARK_COLOURS.flat = cssVar('--muted', '#9ea7b3');
+}
+readSparkColours();
+onThemeChange(() => {
+  readSparkColours();
+  for (const row of rows.values()) markSpark(row);
+});
 
 function drawSpark(row) {
   const { canvas, spark: points } = row;

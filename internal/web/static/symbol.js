@@ -9,6 +9,7 @@
 const {
   fetchJSON, openStream, showError, el, anomalyItem, kindLabel, direction, anomalyDirection,
   fmtPrice, fmtVolume, fmtInt, fmtDec1, fmtTime, fmtStamp, fmtChange, isoFromUnix,
+  cssVar, onThemeChange,
 } = await import(`./common.js${new URL(import.meta.url).search}`);
 
 const INTERVALS = { '1m': 60, '5m': 300, '1d': 86400 };
@@ -20,37 +21,55 @@ const MAX_BAR_SPACING = 40; // px
 // The RSI(14) of a candle needs the change over the 14 before it.
 const RSI_NEEDS = 15;
 
+// The chart draws on a canvas, out of the stylesheet's reach: its colours
+// are read from app.css's theme variables (readColors) and read again when
+// the theme changes (applyTheme). Each name's CSS variable and the dark
+// theme's value, for a stylesheet that failed to load.
+const COLOR_VARS = {
+  bg: ['--chart-bg', '#0d1117'],
+  up: ['--chart-up', '#3fb950'],
+  down: ['--chart-down', '#f85149'],
+  volUp: ['--chart-vol-up', 'rgba(63, 185, 80, 0.40)'],
+  volDown: ['--chart-vol-down', 'rgba(248, 81, 73, 0.40)'],
+  text: ['--chart-text', '#c9d1d9'],
+  grid: ['--chart-grid', '#21262d'],
+  border: ['--chart-border', '#30363d'],
+  crosshair: ['--chart-crosshair', '#8b949e'],
+  crosshairLabel: ['--chart-crosshair-label', '#30363d'],
+  rsi: ['--chart-rsi', '#d2a8ff'],
+  guide: ['--chart-guide', '#8b949e'],
+};
 const COLORS = {
-  up: '#3fb950',
-  down: '#f85149',
   // Up bodies are hollow (drawn in the background) and down bodies
   // filled, so the two differ in shape as well as hue.
   hollow: 'rgba(0, 0, 0, 0)',
-  volUp: 'rgba(63, 185, 80, 0.40)',
-  volDown: 'rgba(248, 81, 73, 0.40)',
-  text: '#c9d1d9',
-  grid: '#21262d',
-  border: '#30363d',
-  rsi: '#d2a8ff',
-  guide: '#8b949e',
-  sev: { high: '#ff7b72', medium: '#f0883e', low: '#e3b341' },
+  sev: {},
 };
 
 // Indicator overlays: checkbox key → lines, each a candle field or, for
 // `session`, the session VWAP computed here from the candles.
+// The colours are app.css's --ind-<key> (the legend names each line in
+// its colour); `color` is the dark theme's, until readColors.
 const INDICATORS = {
-  sma5: { label: 'SMA 5', lines: [{ field: 'sma_5', color: '#58a6ff' }] },
-  sma20: { label: 'SMA 20', lines: [{ field: 'sma_20', color: '#f2cc60' }] },
-  ema12: { label: 'EMA 12', lines: [{ field: 'ema_12', color: '#56d4dd' }] },
-  ema26: { label: 'EMA 26', lines: [{ field: 'ema_26', color: '#ff9bce' }] },
-  bb: { label: 'BB', lines: [{ field: 'bb_upper', color: '#a5a5ff' }, { field: 'bb_lower', color: '#a5a5ff' }] },
+  sma5: { label: 'SMA 5', color: '#58a6ff', lines: [{ field: 'sma_5' }] },
+  sma20: { label: 'SMA 20', color: '#f2cc60', lines: [{ field: 'sma_20' }] },
+  ema12: { label: 'EMA 12', color: '#56d4dd', lines: [{ field: 'ema_12' }] },
+  ema26: { label: 'EMA 26', color: '#ff9bce', lines: [{ field: 'ema_26' }] },
+  bb: { label: 'BB', color: '#a5a5ff', lines: [{ field: 'bb_upper' }, { field: 'bb_lower' }] },
   // The session VWAP, not each bar's own: it is what the vwap_deviation
   // detector measures against and what its explanations quote. (The key
   // stays 'vwap' so that a saved choice carries over.)
-  // Magenta rather than orange: beside SMA 20's yellow, orange was told
-  // apart by hue alone, and by little of that.
-  vwap: { label: 'Session VWAP', lines: [{ session: true, color: '#db61a2' }] },
+  vwap: { label: 'Session VWAP', color: '#db61a2', lines: [{ session: true }] },
 };
+
+function readColors() {
+  for (const [name, [v, dflt]] of Object.entries(COLOR_VARS)) COLORS[name] = cssVar(v, COLORS[name] || dflt);
+  for (const [sev, dflt] of [['high', '#ff7b72'], ['medium', '#f0883e'], ['low', '#e3b341']]) {
+    COLORS.sev[sev] = cssVar(`--sev-${sev}`, COLORS.sev[sev] || dflt);
+  }
+  for (const [key, ind] of Object.entries(INDICATORS)) ind.color = cssVar(`--ind-${key}`, ind.color);
+}
+readColors();
 
 // Where the page's times are read. The exchange's zone is the default: a
 // session reads 09:30–16:00 wherever the reader is.
@@ -117,6 +136,9 @@ window.stockpipe = {
   markers: () => (markers ? markers.markers().map((m) => ({ ...m })) : []),
   candleOptions: () => (candles ? { ...candles.options() } : null),
   lineColor: (key) => (lineSeries[key] ? lineSeries[key][0].options().color : null),
+  chartBackground: () => (chart ? chart.options().layout.background.color : null),
+  chartTextColor: () => (chart ? chart.options().layout.textColor : null),
+  volumeColors: () => (volume ? volume.data().map((d) => d.color) : []),
   // The chart's own formatters, as it labels the crosshair and the axis.
   crosshairLabel: (t) => chart.options().localization.timeFormatter(t),
   tickLabel: (t, type) => chart.options().timeScale.tickMarkFormatter(t, type),
@@ -193,21 +215,43 @@ function fmtTick(sec, type) {
   return fmtWith(clockOpts, sec);
 }
 
+// The chart's and the candles' options that carry colours, for
+// createChart and applyTheme.
+const chartColorOptions = () => ({
+  layout: {
+    background: { type: LWC.ColorType.Solid, color: COLORS.bg },
+    textColor: COLORS.text,
+    panes: { separatorColor: COLORS.border },
+  },
+  grid: { vertLines: { color: COLORS.grid }, horzLines: { color: COLORS.grid } },
+  crosshair: {
+    vertLine: { color: COLORS.crosshair, labelBackgroundColor: COLORS.crosshairLabel },
+    horzLine: { color: COLORS.crosshair, labelBackgroundColor: COLORS.crosshairLabel },
+  },
+  rightPriceScale: { borderColor: COLORS.border },
+  timeScale: { borderColor: COLORS.border },
+});
+const candleColorOptions = () => ({
+  upColor: COLORS.hollow, downColor: COLORS.down,
+  borderUpColor: COLORS.up, borderDownColor: COLORS.down,
+  wickUpColor: COLORS.up, wickDownColor: COLORS.down,
+});
+let rsiGuides = [];
+
 function createChart() {
+  const colors = chartColorOptions();
   chart = LWC.createChart(chartEl, {
     autoSize: true,
     layout: {
-      background: { type: LWC.ColorType.Solid, color: '#0d1117' },
-      textColor: COLORS.text,
+      ...colors.layout,
       fontFamily: getComputedStyle(document.body).fontFamily,
       attributionLogo: false, // attribution is a visible link under the chart
-      panes: { separatorColor: COLORS.border },
     },
-    grid: { vertLines: { color: COLORS.grid }, horzLines: { color: COLORS.grid } },
-    crosshair: { mode: LWC.CrosshairMode.Normal },
-    rightPriceScale: { borderColor: COLORS.border },
+    grid: colors.grid,
+    crosshair: { mode: LWC.CrosshairMode.Normal, ...colors.crosshair },
+    rightPriceScale: colors.rightPriceScale,
     timeScale: {
-      borderColor: COLORS.border,
+      ...colors.timeScale,
       timeVisible: true,
       secondsVisible: false,
       // fitContent spreads a handful of bars over the whole width: one
@@ -219,9 +263,8 @@ function createChart() {
   });
 
   candles = chart.addSeries(LWC.CandlestickSeries, {
-    upColor: COLORS.hollow, downColor: COLORS.down,
-    borderVisible: true, borderUpColor: COLORS.up, borderDownColor: COLORS.down,
-    wickUpColor: COLORS.up, wickDownColor: COLORS.down,
+    ...candleColorOptions(),
+    borderVisible: true,
     priceScaleId: 'right',
   });
   candles.priceScale().applyOptions({ scaleMargins: { top: 0.16, bottom: 0.25 } });
@@ -233,8 +276,8 @@ function createChart() {
   volume.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
 
   for (const [key, ind] of Object.entries(INDICATORS)) {
-    lineSeries[key] = ind.lines.map((l) => chart.addSeries(LWC.LineSeries, {
-      color: l.color, lineWidth: key === 'bb' ? 1 : 2,
+    lineSeries[key] = ind.lines.map(() => chart.addSeries(LWC.LineSeries, {
+      color: ind.color, lineWidth: key === 'bb' ? 1 : 2,
       lineStyle: key === 'bb' ? LWC.LineStyle.Dashed : LWC.LineStyle.Solid,
       priceLineVisible: false, lastValueVisible: false, crosshairMarkerVisible: false,
       visible: state.indicators.has(key),
@@ -246,18 +289,32 @@ function createChart() {
     priceFormat: { type: 'price', precision: 1, minMove: 0.1 },
     autoscaleInfoProvider: () => ({ priceRange: { minValue: 0, maxValue: 100 } }),
   }, 1);
-  for (const price of [30, 70]) {
-    rsi.createPriceLine({
-      price, color: COLORS.guide, lineWidth: 1, lineStyle: LWC.LineStyle.Dashed,
-      axisLabelVisible: true, title: '',
-    });
-  }
+  rsiGuides = [30, 70].map((price) => rsi.createPriceLine({
+    price, color: COLORS.guide, lineWidth: 1, lineStyle: LWC.LineStyle.Dashed,
+    axisLabelVisible: true, title: '',
+  }));
   const panes = chart.panes();
   if (panes[0]) panes[0].setStretchFactor(3);
   if (panes[1]) panes[1].setStretchFactor(1);
 
   markers = LWC.createSeriesMarkers(candles, []);
   chart.subscribeCrosshairMove(onCrosshair);
+}
+
+// Repaints the chart in the theme now in effect. The volume bars and the
+// markers carry their colours in their data, so those are set again.
+function applyTheme() {
+  readColors();
+  if (!chart) return;
+  chart.applyOptions(chartColorOptions());
+  candles.applyOptions(candleColorOptions());
+  for (const [key, ind] of Object.entries(INDICATORS)) {
+    for (const line of lineSeries[key]) line.applyOptions({ color: ind.color });
+  }
+  rsi.applyOptions({ color: COLORS.rsi });
+  for (const guide of rsiGuides) guide.applyOptions({ color: COLORS.guide });
+  volume.setData(times.map((t) => barsOf(byTime.get(t)).volume));
+  refreshMarkers();
 }
 
 const num = (v) => (v == null || !Number.isFinite(v) ? null : v);
@@ -1225,6 +1282,7 @@ if (!LWC) {
   throw new Error('LightweightCharts is missing');
 }
 createChart();
+onThemeChange(applyTheme);
 renderLegend(null);
 
 const gatedCandle = chartGate.wrap(applyCandle);
