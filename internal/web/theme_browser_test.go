@@ -325,3 +325,22 @@ func TestBrowserThemeFollowsSystem(t *testing.T) {
 		t.Errorf("the chart's background is %s, chosen light %s", got, bg)
 	}
 }
+
+// TestBrowserThemePipelineCharts: the pipeline page's charts are canvases
+// too; switching the theme redraws them in its colours.
+func TestBrowserThemePipelineCharts(t *testing.T) {
+	f := newFixture(t)
+	ctx := browser(t)
+	colorScheme(t, ctx, "dark")
+	navigate(t, ctx, f.srv.URL+"/pipeline")
+	backgrounds := `window.stockpipe.chartBackgrounds().join(' ')`
+	chartBG := `getComputedStyle(document.documentElement).getPropertyValue('--chart-bg').trim()`
+	until(t, ctx, "the charts drawn", `window.stockpipe && window.stockpipe.chartBackgrounds && window.stockpipe.chartBackgrounds().length > 0`)
+	dark := eval[string](t, ctx, chartBG)
+	until(t, ctx, "the dark charts", `window.stockpipe.chartBackgrounds().every((c) => c === `+chartBG+`)`)
+	clickSwitch(t, ctx)
+	until(t, ctx, "the charts redrawn light", `window.stockpipe.chartBackgrounds().every((c) => c === `+chartBG+`) && `+chartBG+` !== `+strconv.Quote(dark))
+	if l := relativeLuminance(t, eval[string](t, ctx, chartBG)); l < 0.8 {
+		t.Errorf("the light charts' background has a luminance of %.3f (%s)", l, eval[string](t, ctx, backgrounds))
+	}
+}

@@ -9,19 +9,28 @@
 // The shared helpers are loaded with this module's own ?v= query so that a
 // new release never mixes old and new modules.
 const {
-  fetchJSON, openStream, showError, el, fmtInt, fmtTime, fmtDateTime,
+  fetchJSON, openStream, showError, el, fmtInt, fmtTime, fmtDateTime, cssVar, onThemeChange,
 } = await import(`./common.js${new URL(import.meta.url).search}`);
 
 const HISTORY_S = 600; // the charts show the last ten minutes
 
-const COLORS = {
-  text: '#c9d1d9',
-  grid: '#21262d',
-  border: '#30363d',
-  bg: '#0d1117',
+// The charts' colours come from the stylesheet's theme variables, read
+// again when the theme changes (a canvas does not follow CSS by itself).
+const COLORS = {};
+function readColors() {
+  COLORS.text = cssVar('--chart-text', '#c9d1d9');
+  COLORS.grid = cssVar('--chart-grid', '#21262d');
+  COLORS.border = cssVar('--chart-border', '#30363d');
+  COLORS.bg = cssVar('--chart-bg', '#0d1117');
   // Series colours; the legends' swatches (.swatch.c0 …) use the same.
-  series: ['#58a6ff', '#f0883e', '#d2a8ff'],
-};
+  COLORS.series = [cssVar('--series-0', '#58a6ff'), cssVar('--series-1', '#f0883e'), cssVar('--series-2', '#d2a8ff')];
+}
+readColors();
+const trends = [];
+onThemeChange(() => {
+  readColors();
+  for (const tr of trends) tr.recolor();
+});
 
 const $ = (id) => document.getElementById(id);
 
@@ -32,6 +41,8 @@ let current = null;
 window.stockpipe = {
   loaded: false,
   updates: 0,
+  // The charts' background colours, which follow the theme.
+  chartBackgrounds: () => trends.filter((t) => t.chart).map((t) => t.chart.options().layout.background.color),
   lagTotal(group) {
     const g = current && Array.isArray(current.groups) ? current.groups.find((x) => x.group === group) : null;
     return g && Number.isFinite(g.lag_total) ? g.lag_total : null;
@@ -175,6 +186,7 @@ class Trend {
       handleScroll: false,
       handleScale: false,
     });
+    trends.push(this);
     this.series = defs.map((d, i) => this.chart.addSeries(LWC.LineSeries, {
       color: COLORS.series[d.color ?? i],
       lineWidth: 2,
@@ -191,6 +203,17 @@ class Trend {
         return r;
       },
     }));
+  }
+
+  recolor() {
+    if (!this.chart) return;
+    this.chart.applyOptions({
+      layout: { background: { type: LWC.ColorType.Solid, color: COLORS.bg }, textColor: COLORS.text },
+      grid: { vertLines: { color: COLORS.grid }, horzLines: { color: COLORS.grid } },
+      rightPriceScale: { borderColor: COLORS.border },
+      timeScale: { borderColor: COLORS.border },
+    });
+    this.series.forEach((s, i) => s.applyOptions({ color: COLORS.series[this.defs[i].color ?? i] }));
   }
 
   #point(p, key) {
