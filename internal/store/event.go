@@ -156,12 +156,7 @@ func Decode(payload string) ([]Event, error) {
 
 // AppendJSON appends ev's JSON, as encoding/json would write it.
 func (ev *TickEvent) AppendJSON(b []byte) []byte {
-	b = append(b, `{"symbol":`...)
-	b = appendString(b, ev.Symbol)
-	b = append(b, `,"price":`...)
-	b = appendFloat(b, ev.Price)
-	b = append(b, `,"ts":`...)
-	b = appendString(b, ev.TS)
+	b = ev.appendHead(b)
 	b = append(b, `,"count":`...)
 	b = strconv.AppendInt(b, int64(ev.Count), 10)
 	b = append(b, `,"trades":`...)
@@ -183,13 +178,17 @@ func (ev *TickEvent) AppendJSON(b []byte) []byte {
 // AppendSlimJSON appends ev's JSON without its count and trades: the
 // symbol, price and time, all a price-only view needs.
 func (ev *TickEvent) AppendSlimJSON(b []byte) []byte {
+	return append(ev.appendHead(b), '}')
+}
+
+// appendHead opens ev's JSON with the fields both forms share.
+func (ev *TickEvent) appendHead(b []byte) []byte {
 	b = append(b, `{"symbol":`...)
 	b = appendString(b, ev.Symbol)
 	b = append(b, `,"price":`...)
 	b = appendFloat(b, ev.Price)
 	b = append(b, `,"ts":`...)
-	b = appendString(b, ev.TS)
-	return append(b, '}')
+	return appendString(b, ev.TS)
 }
 
 // TradesJSON returns the part of ev's JSON (as AppendJSON writes it) that
